@@ -1,0 +1,212 @@
+//! The model of a service trait, parsed from syn's syntax tree.
+
+use proc_macro2::{Span, TokenStream};
+use quote::ToTokens;
+use syn::{
+    spanned::Spanned, Attribute, Error, FnArg, GenericArgument, Ident, ItemTrait, LitInt, LitStr,
+    Pat, PathArguments, Result, ReturnType, TraitItem, TraitItemFn, Type,
+};
+
+/// A service: one annotated trait.
+pub struct Service {
+    /// The trait as written, minus our helper attributes.
+    pub item: ItemTrait,
+    /// Wire name, checked in the handshake.
+    pub name: String,
+    /// The trait's doc comment.
+    pub doc: String,
+    pub methods: Vec<Method>,
+}
+
+/// One method of the trait.
+pub struct Method {
+    pub ident: Ident,
+    pub doc: String,
+    pub id: u32,
+    /// Where the id came from (the `#[ipc(id = ..)]` literal, or the method name).
+    pub id_span: Span,
+    /// The request argument's pattern and type; `None` for a method without request.
+    pub request: Option<(Box<Pat>, Box<Type>)>,
+    /// `Resp` of `Result<Resp, Status>`.
+    pub response: Type,
+    /// The declaration as written (for validation spans and re-emission).
+    pub item: TraitItemFn,
+}
+
+impl Service {
+    pub fn from_syn(args: TokenStream, mut item: ItemTrait) -> Result<Self> {
+        let mut name = item.ident.to_string();
+        if !args.is_empty() {
+            let parser = syn::meta::parser(|meta| {
+                if meta.path.is_ident("name") {
+                    let value: LitStr = meta.value()?.parse()?;
+                    if value.value().trim().is_empty() {
+                        return Err(Error::new_spanned(value, "service name must not be empty"));
+                    }
+                    name = value.value();
+                    Ok(())
+                } else {
+                    Err(meta.error("unknown option; expected `name = \"...\"`"))
+                }
+            });
+            syn::parse::Parser::parse2(parser, args)?;
+        }
+        let doc = doc_of(&item.attrs);
+        let mut methods = Vec::new();
+        let mut errors: Option<Error> = None;
+        let mut next_id = 1u32;
+        for trait_item in &mut item.items {
+            let TraitItem::Fn(function) = trait_item else {
+                push(
+                    &mut errors,
+                    Error::new_spanned(
+                        &*trait_item,
+                        "#[ipc_service] traits may contain only methods",
+                    ),
+                );
+                continue;
+            };
+            match Method::from_syn(function, next_id) {
+                Ok(method) => {
+                    next_id = method.id.saturating_add(1);
+                    methods.push(method);
+                }
+                Err(error) => push(&mut errors, error),
+            }
+        }
+        if let Some(errors) = errors {
+            return Err(errors);
+        }
+        Ok(Self {
+            item,
+            name,
+            doc,
+            methods,
+        })
+    }
+}
+
+impl Method {
+    /// Reads the method, removing its `#[ipc(...)]` attribute from `function`.
+    fn from_syn(function: &mut TraitItemFn, default_id: u32) -> Result<Self> {
+        let mut id = None;
+        let mut kept = Vec::new();
+        for attr in function.attrs.drain(..) {
+            if !attr.path().is_ident("ipc") {
+                kept.push(attr);
+                continue;
+            }
+            attr.parse_nested_meta(|meta| {
+                if meta.path.is_ident("id") {
+                    let lit: LitInt = meta.value()?.parse()?;
+                    id = Some((lit.base10_parse::<u32>()?, lit.span()));
+                    Ok(())
+                } else {
+                    Err(meta.error("unknown option; expected `id = N`"))
+                }
+            })?;
+        }
+        function.attrs = kept;
+        let sig = &function.sig;
+        let mut inputs = sig.inputs.iter();
+        // Receiver checks are in `valid`; here only the shape needed to build the model.
+        let _receiver = inputs.next();
+        let request = match inputs.next() {
+            Some(FnArg::Typed(arg)) => Some((arg.pat.clone(), arg.ty.clone())),
+            Some(FnArg::Receiver(receiver)) => {
+                return Err(Error::new_spanned(receiver, "unexpected receiver"))
+            }
+            None => None,
+        };
+        let response = response_type(&sig.output)?;
+        let (id, id_span) = id.unwrap_or((default_id, sig.ident.span()));
+        Ok(Self {
+            ident: sig.ident.clone(),
+            doc: doc_of(&function.attrs),
+            id,
+            id_span,
+            request,
+            response,
+            item: function.clone(),
+        })
+    }
+}
+
+/// `Resp` from `-> Result<Resp, Status>`.
+fn response_type(output: &ReturnType) -> Result<Type> {
+    const EXPECTED: &str = "expected `-> Result<Response, Status>`";
+    let ty = match output {
+        ReturnType::Type(_, ty) => ty,
+        ReturnType::Default => return Err(Error::new(output.span(), EXPECTED)),
+    };
+    let Type::Path(path) = &**ty else {
+        return Err(Error::new_spanned(ty, EXPECTED));
+    };
+    let Some(last) = path.path.segments.last() else {
+        return Err(Error::new_spanned(ty, EXPECTED));
+    };
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return Err(Error::new_spanned(ty, EXPECTED));
+    };
+    let types: Vec<&Type> = args
+        .args
+        .iter()
+        .filter_map(|arg| match arg {
+            GenericArgument::Type(ty) => Some(ty),
+            _ => None,
+        })
+        .collect();
+    if last.ident != "Result" || types.len() != 2 || args.args.len() != 2 {
+        return Err(Error::new_spanned(ty, EXPECTED));
+    }
+    let is_status = matches!(types[1], Type::Path(p)
+        if p.path.segments.last().is_some_and(|s| s.ident == "Status"));
+    if !is_status {
+        return Err(Error::new_spanned(
+            types[1],
+            "the error type must be `daemoneye_ipc::Status`",
+        ));
+    }
+    Ok(types[0].clone())
+}
+
+/// The doc comment in `attrs`, with rustdoc's leading space removed from each line.
+fn doc_of(attrs: &[Attribute]) -> String {
+    let lines: Vec<String> = attrs
+        .iter()
+        .filter(|attr| attr.path().is_ident("doc"))
+        .filter_map(|attr| match &attr.meta {
+            syn::Meta::NameValue(nv) => match &nv.value {
+                syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(s),
+                    ..
+                }) => Some(s.value()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .map(|line| {
+            line.strip_prefix(' ')
+                .unwrap_or(&line)
+                .trim_end()
+                .to_owned()
+        })
+        .collect();
+    lines.join("\n").trim().to_owned()
+}
+
+/// The type as one compact string, e.g. `daemoneye_proto::ProcessList`.
+pub fn type_name(ty: &Type) -> String {
+    ty.to_token_stream()
+        .to_string()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect()
+}
+
+pub fn push(errors: &mut Option<Error>, error: Error) {
+    match errors {
+        Some(errors) => errors.combine(error),
+        None => *errors = Some(error),
+    }
+}

@@ -1,0 +1,34 @@
+//! `#[ipc_service]`: turns a trait into a typed local RPC service.
+//!
+//! The trait's methods must be `async fn name(&self, request: Req) -> Result<Resp, Status>`
+//! (or `async fn name(&self) -> Result<Resp, Status>`), where `Req` and `Resp` are prost
+//! messages. The macro keeps the trait (its methods become
+//! `fn ... -> impl Future<Output = ...> + Send`, so implementors write plain `async fn`),
+//! and generates beside it `FooClient` (typed async client), `FooServer<T>` (server
+//! dispatch) and a service descriptor (`FooClient::DESCRIPTOR`).
+//!
+//! Options: `#[ipc_service(name = "pkg.Foo")]` sets the service name checked in the
+//! handshake (default: the trait's name); `#[ipc(id = N)]` on a method pins its wire id
+//! (default: 1 + the previous method's id).
+//!
+//! Shape: parse the trait into a model ([`ast`]), validate it ([`valid`]), expand the
+//! model ([`expand`]); every error points at the user's own tokens.
+
+mod ast;
+mod expand;
+mod valid;
+
+use proc_macro::TokenStream;
+
+/// Generates a client, server dispatch and descriptor for a service trait; see the
+/// crate documentation.
+#[proc_macro_attribute]
+pub fn ipc_service(args: TokenStream, input: TokenStream) -> TokenStream {
+    let args = proc_macro2::TokenStream::from(args);
+    let item = syn::parse_macro_input!(input as syn::ItemTrait);
+    ast::Service::from_syn(args, item)
+        .and_then(|service| valid::check(&service).map(|()| service))
+        .map(|service| expand::service(&service))
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}

@@ -1,0 +1,48 @@
+//! Service descriptors: the static description of a service that `#[ipc_service]`
+//! generates, used for the handshake, introspection and generated documentation.
+
+/// One method of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MethodDescriptor {
+    /// Method id on the wire (>= 1, unique in its service, stable across releases).
+    pub id: u32,
+    /// The method's name as written in the trait, e.g. `"enumerate_processes"`.
+    pub name: &'static str,
+    /// The request message type as written in the trait, or `"()"` for none.
+    pub request: &'static str,
+    /// The response message type as written in the trait.
+    pub response: &'static str,
+    /// The method's doc comment, trimmed (empty when it has none).
+    pub doc: &'static str,
+    /// Whether the client sends a stream of requests (always `false` for now).
+    pub client_streaming: bool,
+    /// Whether the server answers with a stream (always `false` for now).
+    pub server_streaming: bool,
+}
+
+/// A service: its name, methods and contract fingerprint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceDescriptor {
+    /// Fully qualified name checked in the handshake, e.g. `"daemoneye.ProcessCollector"`.
+    pub name: &'static str,
+    /// The trait's doc comment, trimmed.
+    pub doc: &'static str,
+    /// The methods, in declaration order.
+    pub methods: &'static [MethodDescriptor],
+    /// Fingerprint of the contract: the first 8 bytes (big-endian) of the SHA-256 of the
+    /// service name and each method's id, name, request and response type names. Peers
+    /// whose fingerprints differ refuse each other in the handshake.
+    pub schema_hash: u64,
+}
+
+impl ServiceDescriptor {
+    /// The method with wire id `id`.
+    pub fn method(&self, id: u32) -> Option<&'static MethodDescriptor> {
+        self.methods.iter().find(|m| m.id == id)
+    }
+
+    /// The method named `name`.
+    pub fn method_by_name(&self, name: &str) -> Option<&'static MethodDescriptor> {
+        self.methods.iter().find(|m| m.name == name)
+    }
+}

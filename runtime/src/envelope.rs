@@ -1,0 +1,27 @@
+//! The envelope every frame carries: correlation id plus request, response, status,
+//! cancel or handshake. Generated from `proto/daemoneye_ipc.proto` by prost.
+
+/// Protobuf types generated from `proto/daemoneye_ipc.proto` (package `daemoneye.ipc.v1`).
+#[allow(missing_docs, clippy::doc_lazy_continuation)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/daemoneye.ipc.v1.rs"));
+}
+
+pub use pb::envelope::Body;
+pub use pb::Envelope;
+
+/// Magic number in [`pb::Hello::magic`]: the bytes `DIPC` read as a little-endian u32.
+pub const HELLO_MAGIC: u32 = u32::from_le_bytes(*b"DIPC");
+
+/// Wire protocol version this crate speaks (the one `daemoneye_ipc.proto` describes).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+impl Envelope {
+    /// An envelope with the given correlation id and body.
+    pub fn new(correlation_id: u64, body: Body) -> Self {
+        Self {
+            correlation_id,
+            body: Some(body),
+        }
+    }
+}

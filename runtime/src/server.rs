@@ -1,0 +1,441 @@
+//! The server side: accept loop, connection limit, handshake and concurrent dispatch.
+//!
+//! One task per connection reads frames; each request runs in its own task, so a slow
+//! handler never holds up the others on the same connection; answers go back through a
+//! writer task that batches whatever is queued into one write. Limits:
+//!
+//! - **connections**: a semaphore permit is held for each connection's life
+//!   (`max_connections`); a client over the limit is answered with a
+//!   `RESOURCE_EXHAUSTED` status in place of the handshake, then closed;
+//! - **calls in flight per connection** (`max_in_flight`): when that many handlers run,
+//!   the server stops reading from that peer until one finishes (backpressure);
+//! - **deadlines**: a request's `timeout_us` bounds its handler, which is stopped and
+//!   answered `DEADLINE_EXCEEDED` when it passes; a `Cancel` stops it silently;
+//! - **idle peers**: a connection with no call in flight that sends nothing for
+//!   `read_timeout_ms` is closed.
+//!
+//! A handler that panics is answered `INTERNAL`; the connection and the server go on.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    panic::AssertUnwindSafe,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures_util::{
+    future::{AbortHandle, Abortable},
+    FutureExt, SinkExt, StreamExt,
+};
+use interprocess::local_socket::tokio::{Listener, Stream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::{
+    codec::{FramedRead, FramedWrite},
+    sync::CancellationToken,
+    task::TaskTracker,
+};
+
+use crate::{
+    codec::FrameCodec,
+    envelope::{pb, Body, Envelope, HELLO_MAGIC, PROTOCOL_VERSION},
+    transport::{self, StreamHalf},
+    IpcConfig, IpcError, ServiceDescriptor, Status,
+};
+
+/// A service the server can dispatch to. `#[ipc_service]` implements it for the
+/// generated `FooServer<T>`; implement it by hand only for dynamic services.
+pub trait Service: Send + Sync + 'static {
+    /// The service's descriptor, checked against the client's in the handshake.
+    fn descriptor(&self) -> &'static ServiceDescriptor;
+
+    /// Runs method `method_id` on the prost-encoded `payload`, returning the
+    /// prost-encoded response.
+    ///
+    /// # Errors
+    /// The handler's [`Status`]; `UNIMPLEMENTED` for an unknown method id;
+    /// `INVALID_ARGUMENT` when the payload is not a valid request.
+    fn call(
+        &self,
+        method_id: u32,
+        payload: Bytes,
+    ) -> impl Future<Output = Result<Bytes, Status>> + Send;
+}
+
+/// A bound server for one service.
+///
+/// ```no_run
+/// # async fn run<S: daemoneye_ipc::Service>(service: S) -> Result<(), daemoneye_ipc::IpcError> {
+/// let config = daemoneye_ipc::IpcConfig::with_endpoint("/tmp/example.sock");
+/// let server = daemoneye_ipc::Server::bind(&config, service)?;
+/// server.serve_with_shutdown(async { let _ = tokio::signal::ctrl_c().await; }).await
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Server<S> {
+    listener: Listener,
+    service: Arc<S>,
+    config: Arc<IpcConfig>,
+}
+
+impl<S: Service> Server<S> {
+    /// Validates `config` and creates the endpoint (see [`transport::bind`]).
+    ///
+    /// # Errors
+    /// `Config` for an invalid configuration; `Io` when the endpoint cannot be created
+    /// (including `AddrInUse` when a live server already listens there).
+    pub fn bind(config: &IpcConfig, service: S) -> Result<Self, IpcError> {
+        let listener = transport::bind(config)?;
+        Ok(Self {
+            listener,
+            service: Arc::new(service),
+            config: Arc::new(config.clone()),
+        })
+    }
+
+    /// The endpoint this server listens on.
+    pub fn endpoint(&self) -> &str {
+        &self.config.endpoint_path
+    }
+
+    /// Serves until the task is dropped.
+    ///
+    /// # Errors
+    /// None in practice: accept failures (e.g. out of file descriptors) are logged and
+    /// retried.
+    pub async fn serve(self) -> Result<(), IpcError> {
+        self.serve_with_shutdown(std::future::pending()).await
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, removes the endpoint,
+    /// lets the calls in flight finish (for at most `drain_timeout_ms`) and closes
+    /// every connection.
+    ///
+    /// # Errors
+    /// None in practice; see [`serve`](Self::serve).
+    pub async fn serve_with_shutdown(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), IpcError> {
+        let Server {
+            listener,
+            service,
+            config,
+        } = self;
+        let connections = Arc::new(Semaphore::new(config.max_connections));
+        // Refusals are answered by short tasks; bound them too.
+        let refusals = Arc::new(Semaphore::new(config.max_connections));
+        let stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        tokio::pin!(shutdown);
+        loop {
+            let stream = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = transport::accept(&listener) => match accepted {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        // Back off so a persistent error (EMFILE) does not spin.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            match connections.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let (service, config, stop) = (service.clone(), config.clone(), stop.clone());
+                    tracker.spawn(async move {
+                        serve_connection(service, stream, config, stop).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => match refusals.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let config = config.clone();
+                        tracker.spawn(async move {
+                            refuse_busy(stream, &config).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => drop(stream),
+                },
+            }
+        }
+        drop(listener); // removes the socket file
+        stop.cancel();
+        tracker.close();
+        let drain = Duration::from_millis(config.drain_timeout_ms);
+        if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+            tracing::warn!("connections still busy after the drain timeout; closing them");
+        }
+        Ok(())
+    }
+}
+
+fn codec(config: &IpcConfig) -> FrameCodec {
+    FrameCodec::new(config.max_frame_bytes, config.crc32_variant)
+}
+
+/// Answers a connection over the limit with `RESOURCE_EXHAUSTED`, then closes it.
+async fn refuse_busy(stream: Stream, config: &IpcConfig) {
+    let (read_half, write_half) = StreamHalf::pair(stream);
+    let mut reader = FramedRead::new(read_half, codec(config));
+    let mut writer = FramedWrite::new(write_half, codec(config));
+    let reason = format!(
+        "connection limit reached ({} connections)",
+        config.max_connections
+    );
+    let busy = Envelope::new(
+        0,
+        Body::Status(Status::resource_exhausted(reason).to_wire()),
+    );
+    let exchange = async {
+        // Read the hello first so the client is not writing into a closed socket.
+        let _ = reader.next().await;
+        let _ = writer.send(busy).await;
+    };
+    let _ = tokio::time::timeout(
+        config.accept_timeout().min(Duration::from_secs(1)),
+        exchange,
+    )
+    .await;
+}
+
+/// Checks a client's hello against this service; the acknowledgement or the refusal.
+fn handshake(
+    frame: Bytes,
+    descriptor: &ServiceDescriptor,
+    config: &IpcConfig,
+) -> Result<pb::HelloAck, Status> {
+    let hello = match <Envelope as prost::Message>::decode(frame) {
+        Ok(Envelope {
+            body: Some(Body::Hello(hello)),
+            ..
+        }) if hello.magic == HELLO_MAGIC => hello,
+        _ => {
+            return Err(Status::failed_precondition(
+                "expected a daemoneye-ipc hello as the first frame",
+            ))
+        }
+    };
+    if hello.protocol_version != PROTOCOL_VERSION {
+        return Err(Status::failed_precondition(format!(
+            "protocol version {} is not supported (server speaks {PROTOCOL_VERSION})",
+            hello.protocol_version
+        )));
+    }
+    if hello.service != descriptor.name {
+        return Err(Status::failed_precondition(format!(
+            "this endpoint serves {:?}, not {:?}",
+            descriptor.name, hello.service
+        )));
+    }
+    if hello.schema_hash != descriptor.schema_hash {
+        return Err(Status::failed_precondition(format!(
+            "schema mismatch for {}: client {:016x}, server {:016x} (rebuild one side)",
+            descriptor.name, hello.schema_hash, descriptor.schema_hash
+        )));
+    }
+    Ok(pb::HelloAck {
+        protocol_version: PROTOCOL_VERSION,
+        service: descriptor.name.to_owned(),
+        schema_hash: descriptor.schema_hash,
+        max_frame_bytes: u32::try_from(config.max_frame_bytes).unwrap_or(u32::MAX),
+        max_in_flight: u32::try_from(config.max_in_flight).unwrap_or(u32::MAX),
+    })
+}
+
+type CallTable = Arc<Mutex<HashMap<u64, AbortHandle>>>;
+
+fn lock(calls: &CallTable) -> std::sync::MutexGuard<'_, HashMap<u64, AbortHandle>> {
+    calls.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+async fn serve_connection<S: Service>(
+    service: Arc<S>,
+    stream: Stream,
+    config: Arc<IpcConfig>,
+    stop: CancellationToken,
+) {
+    let (read_half, write_half) = StreamHalf::pair(stream);
+    let mut reader = FramedRead::new(read_half, codec(&config));
+    let mut writer = FramedWrite::new(write_half, codec(&config));
+
+    let first = match tokio::time::timeout(config.accept_timeout(), reader.next()).await {
+        Ok(Some(Ok(frame))) => frame,
+        Ok(Some(Err(error))) => {
+            tracing::debug!(%error, "bad first frame");
+            return;
+        }
+        Ok(None) => return,
+        Err(_) => {
+            tracing::debug!("no handshake before the accept timeout");
+            return;
+        }
+    };
+    let answer = match handshake(first, service.descriptor(), &config) {
+        Ok(ack) => Ok(Envelope::new(0, Body::HelloAck(ack))),
+        Err(status) => Err(Envelope::new(0, Body::Status(status.to_wire()))),
+    };
+    let accepted = answer.is_ok();
+    let reply = answer.unwrap_or_else(|refusal| refusal);
+    if tokio::time::timeout(config.write_timeout(), writer.send(reply))
+        .await
+        .map_or(true, |sent| sent.is_err())
+        || !accepted
+    {
+        return;
+    }
+
+    let (outbound, queue) = mpsc::channel(config.max_in_flight);
+    let writer_task = tokio::spawn(write_loop(writer, queue, config.write_timeout()));
+    let slots = Arc::new(Semaphore::new(config.max_in_flight));
+    let calls: CallTable = Arc::default();
+    let max_frame = config.max_frame_bytes;
+
+    let error = loop {
+        // Backpressure: take a slot before reading, so a full connection is not read.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break None,
+            },
+            () = stop.cancelled() => break None,
+        };
+        let idle = slots.available_permits() + 1 == config.max_in_flight;
+        let next = async {
+            if idle {
+                tokio::time::timeout(config.read_timeout(), reader.next())
+                    .await
+                    .map_err(|_| IpcError::Timeout {
+                        operation: "read",
+                        after_ms: config.read_timeout_ms,
+                    })
+            } else {
+                Ok(reader.next().await)
+            }
+        };
+        let frame = tokio::select! {
+            next = next => next,
+            () = stop.cancelled() => break None,
+        };
+        let frame = match frame {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(error))) | Err(error) => break Some(error),
+            Ok(None) => break None,
+        };
+        let envelope = match <Envelope as prost::Message>::decode(frame) {
+            Ok(envelope) => envelope,
+            Err(error) => break Some(error.into()),
+        };
+        let id = envelope.correlation_id;
+        match envelope.body {
+            Some(Body::Request(request)) => {
+                let (abort, registration) = AbortHandle::new_pair();
+                let duplicate = {
+                    let mut table = lock(&calls);
+                    let duplicate = table.contains_key(&id);
+                    if !duplicate {
+                        table.insert(id, abort);
+                    }
+                    duplicate
+                };
+                if duplicate {
+                    let status = Status::failed_precondition(format!(
+                        "correlation id {id} is already in flight"
+                    ));
+                    let _ = outbound
+                        .send(Envelope::new(id, Body::Status(status.to_wire())))
+                        .await;
+                    continue;
+                }
+                let (service, outbound, calls) = (service.clone(), outbound.clone(), calls.clone());
+                tokio::spawn(async move {
+                    let call = run_call(&*service, request, max_frame);
+                    if let Ok(answer) = Abortable::new(call, registration).await {
+                        let _ = outbound.send(Envelope::new(id, answer)).await;
+                    }
+                    lock(&calls).remove(&id);
+                    drop(slot);
+                });
+            }
+            Some(Body::Cancel(_)) => {
+                if let Some(call) = lock(&calls).remove(&id) {
+                    call.abort();
+                }
+            }
+            other => {
+                break Some(IpcError::InvalidMessage {
+                    reason: format!("unexpected envelope from client: {other:?}"),
+                })
+            }
+        }
+    };
+    if let Some(error) = error {
+        tracing::debug!(%error, "closing connection");
+    }
+    // Let the calls in flight finish, then close: the writer ends when every sender is gone.
+    drop(outbound);
+    let _ = writer_task.await;
+    for (_, call) in lock(&calls).drain() {
+        call.abort();
+    }
+}
+
+/// Runs one call to completion: its answer, never a panic.
+async fn run_call<S: Service>(service: &S, request: pb::Request, max_frame: usize) -> Body {
+    let call = AssertUnwindSafe(service.call(request.method_id, request.payload)).catch_unwind();
+    let result = if request.timeout_us == 0 {
+        call.await
+    } else {
+        let deadline = Duration::from_micros(request.timeout_us);
+        match tokio::time::timeout(deadline, call).await {
+            Ok(result) => result,
+            Err(_) => Ok(Err(Status::deadline_exceeded(format!(
+                "handler did not finish within {} ms",
+                deadline.as_millis()
+            )))),
+        }
+    };
+    let result = result.unwrap_or_else(|_| Err(Status::internal("handler panicked")));
+    match result {
+        // Room for the envelope around the payload.
+        Ok(payload) if payload.len() + 32 > max_frame => Body::Status(
+            Status::resource_exhausted(format!(
+                "response of {} bytes exceeds the frame limit of {max_frame} bytes",
+                payload.len()
+            ))
+            .to_wire(),
+        ),
+        Ok(payload) => Body::Response(pb::Response { payload }),
+        Err(status) => Body::Status(status.to_wire()),
+    }
+}
+
+async fn write_loop(
+    mut writer: FramedWrite<StreamHalf, FrameCodec>,
+    mut queue: mpsc::Receiver<Envelope>,
+    write_timeout: Duration,
+) {
+    let mut batch = Vec::with_capacity(64);
+    while queue.recv_many(&mut batch, 64).await > 0 {
+        let write = async {
+            for envelope in batch.drain(..) {
+                writer.feed(envelope).await?;
+            }
+            SinkExt::<Envelope>::flush(&mut writer).await
+        };
+        match tokio::time::timeout(write_timeout, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "server write failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("server write timed out");
+                return;
+            }
+        }
+    }
+}
