@@ -149,7 +149,7 @@ impl AsyncWrite for StreamHalf {
     }
 
     fn is_write_vectored(&self) -> bool {
-        (&*self.0).is_write_vectored()
+        self.0.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -1,1 +1,0 @@
-//! End-to-end tests live in this folder as cargo integration tests.
