@@ -294,6 +294,9 @@ async fn serve_connection<S: Service>(
     let calls: CallTable = Arc::default();
     let max_frame = config.max_frame_bytes;
 
+    // `Some(error)`: the peer is gone or broke the protocol; `None` with `draining`:
+    // the server is shutting down; `None` otherwise: the peer closed cleanly.
+    let mut draining = false;
     let error = loop {
         // Backpressure: take a slot before reading, so a full connection is not read.
         let slot = tokio::select! {
@@ -301,7 +304,10 @@ async fn serve_connection<S: Service>(
                 Ok(slot) => slot,
                 Err(_) => break None,
             },
-            () = stop.cancelled() => break None,
+            () = stop.cancelled() => {
+                draining = true;
+                break None;
+            }
         };
         let idle = slots.available_permits() + 1 == config.max_in_flight;
         let next = async {
@@ -318,7 +324,10 @@ async fn serve_connection<S: Service>(
         };
         let frame = tokio::select! {
             next = next => next,
-            () = stop.cancelled() => break None,
+            () = stop.cancelled() => {
+                draining = true;
+                break None;
+            }
         };
         let frame = match frame {
             Ok(Some(Ok(frame))) => frame,
@@ -372,15 +381,18 @@ async fn serve_connection<S: Service>(
             }
         }
     };
-    if let Some(error) = error {
+    if let Some(error) = &error {
         tracing::debug!(%error, "closing connection");
     }
-    // Let the calls in flight finish, then close: the writer ends when every sender is gone.
+    if !draining {
+        // Nobody is left to read the answers: stop the handlers now.
+        for (_, call) in lock(&calls).drain() {
+            call.abort();
+        }
+    }
+    // The writer ends once every handler has sent its answer and dropped its sender.
     drop(outbound);
     let _ = writer_task.await;
-    for (_, call) in lock(&calls).drain() {
-        call.abort();
-    }
 }
 
 /// Runs one call to completion: its answer, never a panic.

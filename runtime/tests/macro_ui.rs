@@ -1,0 +1,14 @@
+//! Compile-time behaviour of `#[ipc_service]`: every rejected shape fails with an error
+//! on the user's own tokens (expected output in `tests/ui/fail/*.stderr`), and a full
+//! ordinary service compiles and runs.
+//!
+//! Regenerate the expected output with `TRYBUILD=overwrite cargo test -p daemoneye-ipc
+//! --test macro_ui` and review the diff. The `.stderr` files pin rustc's exact wording,
+//! so a new toolchain may need them regenerated.
+
+#[test]
+fn ui() {
+    let cases = trybuild::TestCases::new();
+    cases.compile_fail("tests/ui/fail/*.rs");
+    cases.pass("tests/ui/pass/*.rs");
+}
