@@ -25,6 +25,10 @@ pub struct Method {
     pub id: u32,
     /// Where the id came from (the `#[ipc(id = ..)]` literal, or the method name).
     pub id_span: Span,
+    /// `#[ipc(idempotent)]`: safe to run twice, so a client may retry it.
+    pub idempotent: bool,
+    /// `#[ipc(bare)]`: also answers seed-era bare request frames; the keyword's span.
+    pub bare: Option<Span>,
     /// The request argument's pattern and type; `None` for a method without request.
     pub request: Option<(Box<Pat>, Box<Type>)>,
     /// `Resp` of `Result<Resp, Status>`.
@@ -90,6 +94,8 @@ impl Method {
     /// Reads the method, removing its `#[ipc(...)]` attribute from `function`.
     fn from_syn(function: &mut TraitItemFn, default_id: u32) -> Result<Self> {
         let mut id = None;
+        let mut idempotent = false;
+        let mut bare = None;
         let mut kept = Vec::new();
         for attr in function.attrs.drain(..) {
             if !attr.path().is_ident("ipc") {
@@ -101,8 +107,14 @@ impl Method {
                     let lit: LitInt = meta.value()?.parse()?;
                     id = Some((lit.base10_parse::<u32>()?, lit.span()));
                     Ok(())
+                } else if meta.path.is_ident("idempotent") {
+                    idempotent = true;
+                    Ok(())
+                } else if meta.path.is_ident("bare") {
+                    bare = Some(meta.path.span());
+                    Ok(())
                 } else {
-                    Err(meta.error("unknown option; expected `id = N`"))
+                    Err(meta.error("unknown option; expected `id = N`, `idempotent` or `bare`"))
                 }
             })?;
         }
@@ -125,6 +137,8 @@ impl Method {
             doc: doc_of(&function.attrs),
             id,
             id_span,
+            idempotent,
+            bare,
             request,
             response,
             item: function.clone(),

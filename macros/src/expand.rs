@@ -96,6 +96,8 @@ fn descriptor(service: &Service) -> TokenStream {
         let request = request_name(method);
         let response = type_name(&method.response);
         let doc = &method.doc;
+        let idempotent = method.idempotent;
+        let bare = method.bare.is_some();
         quote! {
             ::daemoneye_ipc::MethodDescriptor {
                 id: #id,
@@ -105,6 +107,8 @@ fn descriptor(service: &Service) -> TokenStream {
                 doc: #doc,
                 client_streaming: false,
                 server_streaming: false,
+                idempotent: #idempotent,
+                bare: #bare,
             }
         }
     });
@@ -230,6 +234,34 @@ fn server(service: &Service) -> TokenStream {
             }
         }
     });
+    let call_bare = service.methods.iter().find(|m| m.bare.is_some()).map(|method| {
+        let ident = &method.ident;
+        let request = method.request.as_ref().map(|(_, ty)| ty);
+        quote! {
+            fn call_bare(
+                &self,
+                payload: ::daemoneye_ipc::__private::Bytes,
+            ) -> impl ::core::future::Future<
+                Output = ::core::option::Option<
+                    ::core::result::Result<::daemoneye_ipc::__private::Bytes, ::daemoneye_ipc::Status>,
+                >,
+            > + ::core::marker::Send {
+                async move {
+                    let request = match ::daemoneye_ipc::__private::decode_request::<#request>(payload) {
+                        ::core::result::Result::Ok(request) => request,
+                        ::core::result::Result::Err(status) => {
+                            return ::core::option::Option::Some(::core::result::Result::Err(status))
+                        }
+                    };
+                    ::core::option::Option::Some(
+                        <T as #trait_ident>::#ident(&self.inner, request)
+                            .await
+                            .map(|response| ::daemoneye_ipc::__private::encode_response(&response)),
+                    )
+                }
+            }
+        }
+    });
     quote! {
         #[doc = #doc]
         #vis struct #server<T> {
@@ -293,6 +325,8 @@ fn server(service: &Service) -> TokenStream {
                     }
                 }
             }
+
+            #call_bare
         }
     }
 }

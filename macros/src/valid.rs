@@ -23,6 +23,7 @@ pub fn check(service: &Service) -> Result<()> {
         );
     }
     let mut ids: HashMap<u32, &syn::Ident> = HashMap::new();
+    let mut bare: Option<&syn::Ident> = None;
     for method in &service.methods {
         let sig = &method.item.sig;
         if sig.asyncness.is_none() {
@@ -90,6 +91,20 @@ pub fn check(service: &Service) -> Result<()> {
                     "service methods cannot have a default body; implement it in the `impl`",
                 ),
             );
+        }
+        if let Some(span) = method.bare {
+            if method.request.is_none() {
+                push(
+                    &mut errors,
+                    Error::new(span, "a `bare` method must take a request: bare peers send one"),
+                );
+            }
+            if let Some(first) = bare.replace(&method.ident) {
+                push(
+                    &mut errors,
+                    Error::new(span, format!("only one method can be `bare`; `{first}` already is")),
+                );
+            }
         }
         if method.id == 0 {
             push(

@@ -236,6 +236,8 @@ struct Connection {
     state: Mutex<State>,
     /// Mirrors `state.closed.is_some()` so the per-call check takes no lock.
     closed: AtomicBool,
+    /// The server sent `GoAway`: no new calls on this connection.
+    going_away: AtomicBool,
     next_id: AtomicU64,
     /// The reader task; it holds only a weak reference, so it is stopped here when the
     /// last handle goes away.
@@ -328,6 +330,7 @@ impl Connection {
             outbound,
             state: Mutex::new(State::default()),
             closed: AtomicBool::new(false),
+            going_away: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             reader: Mutex::new(None),
         });
@@ -351,7 +354,9 @@ impl Connection {
     }
 
     fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire) || self.outbound.is_closed()
+        self.closed.load(Ordering::Acquire)
+            || self.going_away.load(Ordering::Acquire)
+            || self.outbound.is_closed()
     }
 
     /// Allocates a correlation id and a slot for its answer.
@@ -444,6 +449,11 @@ async fn read_loop(
                 connection.complete(id, Err(Status::from_wire(status).into()))
             }
             Some(Body::Status(status)) => break Status::from_wire(status).into(),
+            Some(Body::GoAway(go_away)) => {
+                // Answers to the calls in flight still come; new calls go elsewhere.
+                tracing::debug!(reason = %go_away.reason, "server is going away");
+                connection.going_away.store(true, Ordering::Release);
+            }
             other => {
                 break IpcError::InvalidMessage {
                     reason: format!("unexpected envelope from server: {other:?}"),

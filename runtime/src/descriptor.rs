@@ -18,6 +18,12 @@ pub struct MethodDescriptor {
     pub client_streaming: bool,
     /// Whether the server answers with a stream (always `false` for now).
     pub server_streaming: bool,
+    /// Whether a call may safely run twice (`#[ipc(idempotent)]`); only such calls are
+    /// ever retried by a client.
+    pub idempotent: bool,
+    /// Whether this method also answers seed-era peers that send bare request frames
+    /// with no envelope or handshake (`#[ipc(bare)]`; at most one per service).
+    pub bare: bool,
 }
 
 /// A service: its name, methods and contract fingerprint.
@@ -39,6 +45,11 @@ impl ServiceDescriptor {
     /// The method with wire id `id`.
     pub fn method(&self, id: u32) -> Option<&'static MethodDescriptor> {
         self.methods.iter().find(|m| m.id == id)
+    }
+
+    /// The method that answers bare (seed-era) request frames, if any.
+    pub fn bare_method(&self) -> Option<&'static MethodDescriptor> {
+        self.methods.iter().find(|m| m.bare)
     }
 
     /// The method named `name`.

@@ -61,6 +61,23 @@ pub trait Service: Send + Sync + 'static {
         method_id: u32,
         payload: Bytes,
     ) -> impl Future<Output = Result<Bytes, Status>> + Send;
+
+    /// Serves one frame from a seed-era peer that sends bare request messages, with no
+    /// envelope and no handshake (for procmond: a `DetectionTask`, answered with a bare
+    /// `DetectionResult`). `None` means the service has no such entry point.
+    /// `#[ipc_service]` routes here the method marked `#[ipc(bare)]`; the server only
+    /// calls this when the descriptor has such a method
+    /// ([`ServiceDescriptor::bare_method`]).
+    ///
+    /// # Errors
+    /// A [`Status`] closes the bare connection: a bare peer has no way to receive one.
+    fn call_bare(
+        &self,
+        payload: Bytes,
+    ) -> impl Future<Output = Option<Result<Bytes, Status>>> + Send {
+        let _ = payload;
+        std::future::ready(None)
+    }
 }
 
 /// A bound server for one service.
@@ -202,42 +219,47 @@ async fn refuse_busy(stream: Stream, config: &IpcConfig) {
     .await;
 }
 
-/// Checks a client's hello against this service; the acknowledgement or the refusal.
-fn handshake(
-    frame: Bytes,
-    descriptor: &ServiceDescriptor,
-    config: &IpcConfig,
-) -> Result<pb::HelloAck, Status> {
+/// The server's verdict on a connection's first frame.
+enum Handshake {
+    Accepted(pb::HelloAck),
+    /// A hello this server cannot serve (version, service or schema differ).
+    Refused(Status),
+    /// Not a daemoneye-ipc hello at all (perhaps a seed-era bare request).
+    NotHello(Status),
+}
+
+/// Checks a client's hello against this service.
+fn handshake(frame: Bytes, descriptor: &ServiceDescriptor, config: &IpcConfig) -> Handshake {
     let hello = match <Envelope as prost::Message>::decode(frame) {
         Ok(Envelope {
             body: Some(Body::Hello(hello)),
             ..
         }) if hello.magic == HELLO_MAGIC => hello,
         _ => {
-            return Err(Status::failed_precondition(
+            return Handshake::NotHello(Status::failed_precondition(
                 "expected a daemoneye-ipc hello as the first frame",
             ))
         }
     };
     if hello.protocol_version != PROTOCOL_VERSION {
-        return Err(Status::failed_precondition(format!(
+        return Handshake::Refused(Status::failed_precondition(format!(
             "protocol version {} is not supported (server speaks {PROTOCOL_VERSION})",
             hello.protocol_version
         )));
     }
     if hello.service != descriptor.name {
-        return Err(Status::failed_precondition(format!(
+        return Handshake::Refused(Status::failed_precondition(format!(
             "this endpoint serves {:?}, not {:?}",
             descriptor.name, hello.service
         )));
     }
     if hello.schema_hash != descriptor.schema_hash {
-        return Err(Status::failed_precondition(format!(
+        return Handshake::Refused(Status::failed_precondition(format!(
             "schema mismatch for {}: client {:016x}, server {:016x} (rebuild one side)",
             descriptor.name, hello.schema_hash, descriptor.schema_hash
         )));
     }
-    Ok(pb::HelloAck {
+    Handshake::Accepted(pb::HelloAck {
         protocol_version: PROTOCOL_VERSION,
         service: descriptor.name.to_owned(),
         schema_hash: descriptor.schema_hash,
@@ -252,6 +274,19 @@ fn lock(calls: &CallTable) -> std::sync::MutexGuard<'_, HashMap<u64, AbortHandle
     calls.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// What a connection's first frame turned out to be.
+enum Opening {
+    /// A daemoneye-ipc client: the handshake was answered and accepted.
+    Envelopes,
+    /// A seed-era peer sending bare requests; its first request is attached.
+    Bare(Bytes),
+    /// Refused or broken; the connection is to be closed.
+    Closed,
+}
+
+type Reader = FramedRead<StreamHalf, FrameCodec>;
+type Writer = FramedWrite<StreamHalf, FrameCodec>;
+
 async fn serve_connection<S: Service>(
     service: Arc<S>,
     stream: Stream,
@@ -261,41 +296,113 @@ async fn serve_connection<S: Service>(
     let (read_half, write_half) = StreamHalf::pair(stream);
     let mut reader = FramedRead::new(read_half, codec(&config));
     let mut writer = FramedWrite::new(write_half, codec(&config));
+    match open(&*service, &mut reader, &mut writer, &config).await {
+        Opening::Envelopes => serve_envelopes(service, reader, writer, config, stop).await,
+        Opening::Bare(first) => serve_bare(&*service, first, reader, writer, &config, &stop).await,
+        Opening::Closed => {}
+    }
+}
 
+/// Reads the first frame and answers the handshake.
+async fn open<S: Service>(
+    service: &S,
+    reader: &mut Reader,
+    writer: &mut Writer,
+    config: &IpcConfig,
+) -> Opening {
     let first = match tokio::time::timeout(config.accept_timeout(), reader.next()).await {
         Ok(Some(Ok(frame))) => frame,
         Ok(Some(Err(error))) => {
             tracing::debug!(%error, "bad first frame");
-            return;
+            return Opening::Closed;
         }
-        Ok(None) => return,
+        Ok(None) => return Opening::Closed,
         Err(_) => {
-            tracing::debug!("no handshake before the accept timeout");
-            return;
+            tracing::debug!("no first frame before the accept timeout");
+            return Opening::Closed;
         }
     };
-    let answer = match handshake(first, service.descriptor(), &config) {
-        Ok(ack) => Ok(Envelope::new(0, Body::HelloAck(ack))),
-        Err(status) => Err(Envelope::new(0, Body::Status(status.to_wire()))),
+    let reply = match handshake(first.clone(), service.descriptor(), config) {
+        Handshake::Accepted(ack) => Envelope::new(0, Body::HelloAck(ack)),
+        Handshake::Refused(status) => Envelope::new(0, Body::Status(status.to_wire())),
+        Handshake::NotHello(status) => {
+            if service.descriptor().bare_method().is_some() {
+                return Opening::Bare(first);
+            }
+            Envelope::new(0, Body::Status(status.to_wire()))
+        }
     };
-    let accepted = answer.is_ok();
-    let reply = answer.unwrap_or_else(|refusal| refusal);
-    if tokio::time::timeout(config.write_timeout(), writer.send(reply))
-        .await
-        .map_or(true, |sent| sent.is_err())
-        || !accepted
-    {
-        return;
+    let accepted = matches!(reply.body, Some(Body::HelloAck(_)));
+    match tokio::time::timeout(config.write_timeout(), writer.send(reply)).await {
+        Ok(Ok(())) if accepted => Opening::Envelopes,
+        _ => Opening::Closed,
     }
+}
 
+/// Answers a seed-era peer: each bare request frame gets one bare response frame, in
+/// order, until the peer closes, goes idle past the read timeout, or sends garbage.
+async fn serve_bare<S: Service>(
+    service: &S,
+    first: Bytes,
+    mut reader: Reader,
+    mut writer: Writer,
+    config: &IpcConfig,
+    stop: &CancellationToken,
+) {
+    let mut next = Some(first);
+    loop {
+        let frame = match next.take() {
+            Some(frame) => frame,
+            None => {
+                let read = tokio::time::timeout(config.read_timeout(), reader.next());
+                match tokio::select! {
+                    read = read => read,
+                    () = stop.cancelled() => return,
+                } {
+                    Ok(Some(Ok(frame))) => frame,
+                    Ok(Some(Err(error))) => {
+                        tracing::debug!(%error, "closing bare connection");
+                        return;
+                    }
+                    Ok(None) | Err(_) => return,
+                }
+            }
+        };
+        let answer = match service.call_bare(frame).await {
+            Some(Ok(answer)) => answer,
+            Some(Err(status)) => {
+                tracing::debug!(%status, "bare request failed; closing");
+                return;
+            }
+            None => return,
+        };
+        let codec = *writer.encoder();
+        if let Err(error) = codec.encode_bytes(&answer, writer.write_buffer_mut()) {
+            tracing::debug!(%error, "bare response cannot be framed; closing");
+            return;
+        }
+        let flush = SinkExt::<Envelope>::flush(&mut writer);
+        if !matches!(tokio::time::timeout(config.write_timeout(), flush).await, Ok(Ok(()))) {
+            return;
+        }
+    }
+}
+
+async fn serve_envelopes<S: Service>(
+    service: Arc<S>,
+    mut reader: Reader,
+    writer: Writer,
+    config: Arc<IpcConfig>,
+    stop: CancellationToken,
+) {
     let (outbound, queue) = mpsc::channel(config.max_in_flight);
     let writer_task = tokio::spawn(write_loop(writer, queue, config.write_timeout()));
     let slots = Arc::new(Semaphore::new(config.max_in_flight));
     let calls: CallTable = Arc::default();
     let max_frame = config.max_frame_bytes;
 
-    // `Some(error)`: the peer is gone or broke the protocol; `None` with `draining`:
-    // the server is shutting down; `None` otherwise: the peer closed cleanly.
+    // `Some(error)`: the peer broke the protocol or the connection failed; `None` with
+    // `draining`: the server is shutting down; `None` otherwise: the peer closed.
     let mut draining = false;
     let error = loop {
         // Backpressure: take a slot before reading, so a full connection is not read.
@@ -359,7 +466,8 @@ async fn serve_connection<S: Service>(
                         .await;
                     continue;
                 }
-                let (service, outbound, calls) = (service.clone(), outbound.clone(), calls.clone());
+                let (service, outbound, calls) =
+                    (service.clone(), outbound.clone(), calls.clone());
                 tokio::spawn(async move {
                     let call = run_call(&*service, request, max_frame);
                     if let Ok(answer) = Abortable::new(call, registration).await {
@@ -384,7 +492,13 @@ async fn serve_connection<S: Service>(
     if let Some(error) = &error {
         tracing::debug!(%error, "closing connection");
     }
-    if !draining {
+    if draining {
+        // Tell the client before answering what is in flight, so it sends no more.
+        let go_away = pb::GoAway {
+            reason: "server is shutting down".to_owned(),
+        };
+        let _ = outbound.try_send(Envelope::new(0, Body::GoAway(go_away)));
+    } else {
         // Nobody is left to read the answers: stop the handlers now.
         for (_, call) in lock(&calls).drain() {
             call.abort();

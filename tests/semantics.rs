@@ -1,0 +1,267 @@
+//! Call semantics over real sockets: deadlines, cancellation, busy, handshake refusal,
+//! graceful shutdown, and seed-era bare frames.
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use daemoneye_ipc::{ipc_service, Code, IpcConfig, IpcError, Server, Status};
+use prost::Message;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::UnixStream,
+};
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Job {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    /// How long the handler takes, in milliseconds.
+    #[prost(uint64, tag = "2")]
+    pub millis: u64,
+}
+
+/// A service whose calls take as long as asked.
+#[ipc_service(name = "test.Lab")]
+pub trait Lab {
+    /// Sleeps `millis`, then echoes the job.
+    #[ipc(bare)]
+    async fn run(&self, job: Job) -> Result<Job, Status>;
+}
+
+/// Another service, to provoke handshake refusals.
+#[ipc_service(name = "test.Other")]
+pub trait Other {
+    /// Never served.
+    async fn run(&self, job: Job) -> Result<Job, Status>;
+}
+
+#[derive(Default)]
+struct Counters {
+    started: AtomicUsize,
+    finished: AtomicUsize,
+    /// Handlers dropped before finishing (cancelled or past their deadline).
+    abandoned: AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+struct LabImpl(Arc<Counters>);
+
+struct Abandon<'a>(&'a Counters, bool);
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.abandoned.fetch_add(1, Ordering::SeqCst);
+            self.0.changed.notify_waiters();
+        }
+    }
+}
+
+impl Lab for LabImpl {
+    async fn run(&self, job: Job) -> Result<Job, Status> {
+        self.0.started.fetch_add(1, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+        let mut guard = Abandon(&self.0, false);
+        tokio::time::sleep(Duration::from_millis(job.millis)).await;
+        guard.1 = true;
+        self.0.finished.fetch_add(1, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+        Ok(job)
+    }
+}
+
+struct Lab1 {
+    config: IpcConfig,
+    counters: Arc<Counters>,
+    _dir: tempfile::TempDir,
+}
+
+fn start_with(edit: impl FnOnce(&mut IpcConfig)) -> Lab1 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = IpcConfig::with_endpoint(dir.path().join("lab.sock").to_string_lossy());
+    edit(&mut config);
+    let counters = Arc::new(Counters::default());
+    let server = Server::bind(&config, LabServer::new(LabImpl(counters.clone()))).expect("bind");
+    tokio::spawn(server.serve());
+    Lab1 {
+        config,
+        counters,
+        _dir: dir,
+    }
+}
+
+/// Waits (at most 5 s) until `condition` holds.
+async fn until(counters: &Counters, condition: impl Fn(&Counters) -> bool) {
+    let wait = async {
+        loop {
+            let changed = counters.changed.notified();
+            if condition(counters) {
+                return;
+            }
+            changed.await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .expect("condition not reached within 5 s");
+}
+
+fn job(id: &str, millis: u64) -> Job {
+    Job {
+        id: id.into(),
+        millis,
+    }
+}
+
+#[tokio::test]
+async fn deadline_travels_and_the_server_stops_the_handler() {
+    let lab = start_with(|_| {});
+    let client = LabClient::connect(&lab.config)
+        .await
+        .expect("connect")
+        .with_timeout(Duration::from_millis(100));
+    let err = client.run(job("slow", 60_000)).await.expect_err("deadline");
+    assert!(matches!(err, IpcError::DeadlineExceeded { after_ms: 100 }), "{err:?}");
+    until(&lab.counters, |c| c.abandoned.load(Ordering::SeqCst) == 1).await;
+    assert_eq!(lab.counters.finished.load(Ordering::SeqCst), 0);
+    // The connection is still good.
+    assert_eq!(client.run(job("quick", 0)).await.expect("ok").id, "quick");
+    assert_eq!(client.client().in_flight(), 0);
+}
+
+#[tokio::test]
+async fn dropping_a_call_cancels_it_on_the_server() {
+    let lab = start_with(|_| {});
+    let client = LabClient::connect(&lab.config).await.expect("connect");
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.run(job("forever", 3_600_000)).await }
+    });
+    until(&lab.counters, |c| c.started.load(Ordering::SeqCst) == 1).await;
+    call.abort();
+    until(&lab.counters, |c| c.abandoned.load(Ordering::SeqCst) == 1).await;
+    assert_eq!(client.client().in_flight(), 0);
+    assert_eq!(client.run(job("next", 0)).await.expect("ok").id, "next");
+}
+
+#[tokio::test]
+async fn over_the_connection_limit_is_an_explicit_busy_error() {
+    let lab = start_with(|c| c.max_connections = 1);
+    let first = LabClient::connect(&lab.config).await.expect("first");
+    let err = LabClient::connect(&lab.config).await.expect_err("busy");
+    match &err {
+        IpcError::Busy { endpoint, reason } => {
+            assert_eq!(endpoint, &lab.config.endpoint_path);
+            assert!(reason.contains("1 connections"), "{reason}");
+        }
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    // The connected client is unaffected.
+    assert_eq!(first.run(job("a", 0)).await.expect("ok").id, "a");
+}
+
+#[tokio::test]
+async fn another_service_is_refused_in_the_handshake() {
+    let lab = start_with(|_| {});
+    let err = OtherClient::connect(&lab.config).await.expect_err("refused");
+    match &err {
+        IpcError::Handshake { reason, .. } => {
+            assert!(reason.contains("test.Lab") && reason.contains("test.Other"), "{reason}")
+        }
+        other => panic!("expected Handshake, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_calls_in_flight_and_removes_the_socket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = IpcConfig::with_endpoint(dir.path().join("lab.sock").to_string_lossy());
+    let counters = Arc::new(Counters::default());
+    let server = Server::bind(&config, LabServer::new(LabImpl(counters.clone()))).expect("bind");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve_with_shutdown(async {
+        let _ = stopped.await;
+    }));
+    let client = LabClient::connect(&config).await.expect("connect");
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.run(job("in-flight", 200)).await }
+    });
+    until(&counters, |c| c.started.load(Ordering::SeqCst) == 1).await;
+    stop.send(()).expect("server running");
+    let answer = call.await.expect("task").expect("the call in flight completes");
+    assert_eq!(answer.id, "in-flight");
+    serving.await.expect("task").expect("clean shutdown");
+    assert!(!std::path::Path::new(&config.endpoint_path).exists(), "socket removed");
+    let err = client.run(job("after", 0)).await.expect_err("server gone");
+    assert!(
+        matches!(err, IpcError::ServerNotFound { .. } | IpcError::ConnectionRefused { .. }),
+        "{err:?}"
+    );
+}
+
+/// Writes one frame by hand: `[u32 LE len][u32 LE CRC32C][payload]`.
+async fn write_frame(stream: &mut UnixStream, payload: &[u8]) {
+    let mut frame = Vec::with_capacity(8 + payload.len());
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    frame.extend_from_slice(payload);
+    stream.write_all(&frame).await.expect("write");
+}
+
+/// Reads one frame by hand, checking its CRC.
+async fn read_frame(stream: &mut UnixStream) -> Vec<u8> {
+    let mut header = [0u8; 8];
+    stream.read_exact(&mut header).await.expect("header");
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).await.expect("payload");
+    assert_eq!(crc32c::crc32c(&payload), crc, "frame CRC");
+    payload
+}
+
+#[tokio::test]
+async fn a_bare_peer_gets_bare_answers() {
+    let lab = start_with(|_| {});
+    let mut stream = UnixStream::connect(&lab.config.endpoint_path)
+        .await
+        .expect("connect");
+    for id in ["seed-1", "seed-2"] {
+        write_frame(&mut stream, &job(id, 0).encode_to_vec()).await;
+        let answer = Job::decode(&read_frame(&mut stream).await[..]).expect("a bare Job");
+        assert_eq!(answer.id, id);
+    }
+}
+
+#[tokio::test]
+async fn a_non_hello_first_frame_to_a_service_without_bare_entry_is_refused() {
+    // `Other` has no bare method: a garbage first frame gets a status, then EOF.
+    struct Never;
+    impl Other for Never {
+        async fn run(&self, job: Job) -> Result<Job, Status> {
+            Ok(job)
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = IpcConfig::with_endpoint(dir.path().join("o.sock").to_string_lossy());
+    let server = Server::bind(&config, OtherServer::new(Never)).expect("bind");
+    tokio::spawn(server.serve());
+    let mut stream = UnixStream::connect(&config.endpoint_path).await.expect("connect");
+    write_frame(&mut stream, b"\x0a\x03abc").await;
+    let reply = daemoneye_ipc::envelope::Envelope::decode(&read_frame(&mut stream).await[..])
+        .expect("an envelope");
+    match reply.body {
+        Some(daemoneye_ipc::envelope::Body::Status(status)) => {
+            assert_eq!(status.code, Code::FailedPrecondition as i32)
+        }
+        other => panic!("expected a status, got {other:?}"),
+    }
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).await.expect("eof");
+    assert!(rest.is_empty());
+}
