@@ -265,3 +265,93 @@ async fn a_non_hello_first_frame_to_a_service_without_bare_entry_is_refused() {
     stream.read_to_end(&mut rest).await.expect("eof");
     assert!(rest.is_empty());
 }
+
+#[tokio::test]
+async fn a_client_reconnects_after_the_server_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = IpcConfig::with_endpoint(dir.path().join("lab.sock").to_string_lossy());
+    let serve = |stopped: tokio::sync::oneshot::Receiver<()>| {
+        let server = Server::bind(&config, LabServer::new(LabImpl(Arc::default()))).expect("bind");
+        tokio::spawn(server.serve_with_shutdown(async {
+            let _ = stopped.await;
+        }))
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let first = serve(stopped);
+    let client = LabClient::connect(&config).await.expect("connect");
+    assert_eq!(client.run(job("before", 0)).await.expect("ok").id, "before");
+    stop.send(()).expect("running");
+    first.await.expect("task").expect("stopped");
+
+    let (_stop, stopped) = tokio::sync::oneshot::channel();
+    let _second = serve(stopped);
+    // Not idempotent, but the old connection is known dead before sending: reconnecting
+    // is safe, and the call goes through on the new server.
+    assert_eq!(client.run(job("after", 0)).await.expect("reconnected").id, "after");
+}
+
+#[tokio::test]
+async fn a_lazy_client_waits_for_a_server_that_starts_later() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = IpcConfig::with_endpoint(dir.path().join("late.sock").to_string_lossy());
+    let client = LabClient::lazy(&config)
+        .expect("valid config")
+        .configure(|c| {
+            c.with_retry_policy(daemoneye_ipc::RetryPolicy {
+                max_attempts: 100,
+                initial_backoff: Duration::from_millis(5),
+                max_backoff: Duration::from_millis(20),
+            })
+        });
+    let call = tokio::spawn(async move { client.run(job("early", 0)).await });
+    let server = Server::bind(&config, LabServer::new(LabImpl(Arc::default()))).expect("bind");
+    tokio::spawn(server.serve());
+    assert_eq!(call.await.expect("task").expect("served").id, "early");
+}
+
+#[tokio::test]
+async fn a_call_in_flight_when_the_server_dies_is_not_retried_unless_idempotent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = IpcConfig::with_endpoint(dir.path().join("lab.sock").to_string_lossy());
+    config.drain_timeout_ms = 1;
+    let counters = Arc::new(Counters::default());
+    let server = Server::bind(&config, LabServer::new(LabImpl(counters.clone()))).expect("bind");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.serve_with_shutdown(async {
+        let _ = stopped.await;
+    }));
+    let client = LabClient::connect(&config).await.expect("connect");
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.run(job("doomed", 3_600_000)).await }
+    });
+    until(&counters, |c| c.started.load(Ordering::SeqCst) == 1).await;
+    stop.send(()).expect("running");
+    let err = call.await.expect("task").expect_err("server died mid-call");
+    assert!(matches!(err, IpcError::PeerClosed), "{err:?}");
+    until(&counters, |c| c.abandoned.load(Ordering::SeqCst) == 1).await;
+    assert_eq!(counters.started.load(Ordering::SeqCst), 1, "never re-sent");
+}
+
+#[tokio::test]
+async fn the_circuit_opens_after_repeated_failures_and_fails_fast() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = IpcConfig::with_endpoint(dir.path().join("none.sock").to_string_lossy());
+    let client = LabClient::lazy(&config).expect("valid").configure(|c| {
+        c.with_retry_policy(daemoneye_ipc::RetryPolicy::never())
+            .with_circuit_breaker(daemoneye_ipc::BreakerConfig {
+                failure_threshold: 3,
+                open_for: Duration::from_secs(3600),
+            })
+    });
+    for _ in 0..3 {
+        let err = client.run(job("x", 0)).await.expect_err("no server");
+        assert!(matches!(err, IpcError::ServerNotFound { .. }), "{err:?}");
+    }
+    let err = client.run(job("x", 0)).await.expect_err("open");
+    assert!(matches!(err, IpcError::CircuitOpen { .. }), "{err:?}");
+    assert!(matches!(
+        client.client().circuit_state(),
+        Some(daemoneye_ipc::resilience::BreakerState::Open { .. })
+    ));
+}

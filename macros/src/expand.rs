@@ -183,6 +183,17 @@ fn client(service: &Service, descriptor: &TokenStream) -> TokenStream {
                     .map(|inner| Self { inner })
             }
 
+            /// A client that connects on its first call and reconnects with backoff;
+            /// see [`daemoneye_ipc::Client::lazy`].
+            ///
+            /// # Errors
+            /// `Config` for an invalid configuration.
+            pub fn lazy(
+                config: &::daemoneye_ipc::IpcConfig,
+            ) -> ::core::result::Result<Self, ::daemoneye_ipc::IpcError> {
+                ::daemoneye_ipc::Client::lazy(config, Self::DESCRIPTOR).map(|inner| Self { inner })
+            }
+
             /// Wraps an untyped client connected to this service.
             pub fn from_client(inner: ::daemoneye_ipc::Client) -> Self {
                 Self { inner }
@@ -197,6 +208,15 @@ fn client(service: &Service, descriptor: &TokenStream) -> TokenStream {
             /// call's deadline).
             pub fn with_timeout(self, timeout: ::core::time::Duration) -> Self {
                 Self { inner: self.inner.with_timeout(timeout) }
+            }
+
+            /// This client with its untyped client reconfigured, e.g.
+            /// `.configure(|c| c.with_circuit_breaker(Default::default()))`.
+            pub fn configure(
+                self,
+                f: impl ::core::ops::FnOnce(::daemoneye_ipc::Client) -> ::daemoneye_ipc::Client,
+            ) -> Self {
+                Self { inner: f(self.inner) }
             }
 
             #(#methods)*

@@ -10,36 +10,61 @@
 
 use std::{
     collections::HashMap,
+    num::NonZeroU32,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, PoisonError,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio::{
+    io::AsyncWriteExt,
+    sync::{mpsc, oneshot},
+};
+use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
 
 use crate::{
     codec::FrameCodec,
     envelope::{pb, Body, Envelope, HELLO_MAGIC, PROTOCOL_VERSION},
+    resilience::{
+        is_failure, is_retryable, BreakerConfig, BreakerState, CircuitBreaker, RateLimit,
+        RetryPolicy,
+    },
     transport::{self, StreamHalf},
     IpcConfig, IpcError, ServiceDescriptor, Status,
 };
 
-/// What a call in flight is eventually sent: the response payload or why there is none.
+/// A call's result.
 type Answer = Result<Bytes, IpcError>;
+
+/// What the reader (or a failing connection) hands a waiting call.
+type Delivery = Result<Bytes, Failed>;
+
+/// A call that ended without a response.
+#[derive(Debug)]
+struct Failed {
+    error: IpcError,
+    /// Whether the request may have reached the server. `false` only when its frame was
+    /// provably not (completely) written, so a retry cannot run the handler twice.
+    sent: bool,
+}
 
 /// A typed service's client handle; generated clients (`FooClient`) wrap one.
 ///
-/// Cloning is cheap and clones share the connection. Every call ends exactly once: with
-/// its response, the server's [`Status`] (as [`IpcError::Status`]), or a transport error.
+/// Cloning is cheap and clones share the connection (and the circuit breaker and rate
+/// limit, when set). Every call ends exactly once: with its response, the server's
+/// [`Status`] (as [`IpcError::Status`]), or a transport error. When the connection is
+/// lost, the next call opens a new one, with backoff, per its [`RetryPolicy`].
 #[derive(Clone, Debug)]
 pub struct Client {
     shared: Arc<Shared>,
     timeout: Duration,
+    retry: RetryPolicy,
+    breaker: Option<Arc<CircuitBreaker>>,
+    rate_limit: Option<Arc<RateLimit>>,
 }
 
 #[derive(Debug)]
@@ -54,7 +79,8 @@ struct Shared {
 
 impl Client {
     /// Connects to the service described by `service` at `config.endpoint_path` and
-    /// performs the handshake.
+    /// performs the handshake, once (no retry: a caller that wants to wait for the
+    /// server uses [`lazy`](Self::lazy)).
     ///
     /// # Errors
     /// `Config` for an invalid configuration; `ServerNotFound`, `ConnectionRefused`,
@@ -65,23 +91,63 @@ impl Client {
         config: &IpcConfig,
         service: &'static ServiceDescriptor,
     ) -> Result<Self, IpcError> {
-        config.validate()?;
+        let client = Self::lazy(config, service)?;
         let connection = Connection::open(config, service).await?;
+        *client.slot() = Some(connection);
+        Ok(client)
+    }
+
+    /// A client that connects on its first call (and reconnects, with backoff, per its
+    /// [`RetryPolicy`]): for callers that may start before the server.
+    ///
+    /// # Errors
+    /// `Config` for an invalid configuration.
+    pub fn lazy(config: &IpcConfig, service: &'static ServiceDescriptor) -> Result<Self, IpcError> {
+        config.validate()?;
         Ok(Self {
             timeout: config.call_timeout(),
+            retry: RetryPolicy::default(),
+            breaker: None,
+            rate_limit: None,
             shared: Arc::new(Shared {
                 config: config.clone(),
                 service,
-                current: Mutex::new(Some(connection)),
+                current: Mutex::new(None),
                 reconnect: tokio::sync::Mutex::new(()),
             }),
         })
     }
 
-    /// This handle with another per-call timeout (the deadline sent with each call).
+    /// This handle with another per-call timeout (the deadline sent with each call,
+    /// which also bounds every retry).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
+    }
+
+    /// This handle with another retry policy ([`RetryPolicy::never`] to disable).
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// This handle with a new circuit breaker, shared by the clones made from it.
+    pub fn with_circuit_breaker(mut self, config: BreakerConfig) -> Self {
+        self.breaker = Some(Arc::new(CircuitBreaker::new(config)));
+        self
+    }
+
+    /// This handle with a token-bucket limit of `per_second` calls per second and
+    /// bursts of `burst`, shared by the clones made from it. A call waits for a token
+    /// when one comes before its deadline, else fails with `RateLimited`.
+    pub fn with_rate_limit(mut self, per_second: NonZeroU32, burst: NonZeroU32) -> Self {
+        self.rate_limit = Some(Arc::new(RateLimit::new(per_second, burst)));
+        self
+    }
+
+    /// The circuit breaker's state, when this handle has one.
+    pub fn circuit_state(&self) -> Option<BreakerState> {
+        self.breaker.as_ref().map(|breaker| breaker.state())
     }
 
     /// The per-call timeout of this handle.
@@ -100,14 +166,16 @@ impl Client {
     }
 
     /// Calls method `method_id` with `request` and waits for its answer, at most this
-    /// handle's timeout.
+    /// handle's timeout (retries included).
     ///
     /// # Errors
     /// `Status` when the handler returned an error; `DeadlineExceeded` when the timeout
     /// passed (the server is told to cancel); `TooLarge` when the request exceeds
     /// `max_frame_bytes` (nothing is sent); `PeerClosed` or a framing error when the
-    /// connection failed; `Decode` when the response is not a valid `Resp`; the
-    /// [`connect`](Self::connect) errors when a new connection was needed and failed.
+    /// connection failed; `Decode` when the response is not a valid `Resp`;
+    /// `CircuitOpen`, `RateLimited` from the handle's policies; the
+    /// [`connect`](Self::connect) errors when a new connection was needed and could not
+    /// be made within the retry policy.
     pub async fn call<Req, Resp>(&self, method_id: u32, request: &Req) -> Result<Resp, IpcError>
     where
         Req: prost::Message,
@@ -120,6 +188,9 @@ impl Client {
 
     /// Like [`call`](Self::call) with the request already encoded; returns the encoded
     /// response.
+    ///
+    /// # Errors
+    /// As for [`call`](Self::call), except `Decode`.
     pub async fn call_raw(&self, method_id: u32, payload: Bytes) -> Answer {
         // Leave room for the envelope around the payload (ids, tags, lengths).
         const ENVELOPE_OVERHEAD: usize = 32;
@@ -130,14 +201,67 @@ impl Client {
                 max_size: max,
             });
         }
-        let connection = self.connection().await?;
-        let (correlation_id, answer) = connection.register()?;
+        let deadline = Instant::now() + self.timeout;
+        let idempotent = self
+            .shared
+            .service
+            .method(method_id)
+            .is_some_and(|method| method.idempotent);
+        if let Some(limit) = &self.rate_limit {
+            limit.acquire(self.timeout).await?;
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let permit = match &self.breaker {
+                Some(breaker) => Some(breaker.acquire()?),
+                None => None,
+            };
+            let (answer, sent) = self.attempt(method_id, payload.clone(), deadline).await;
+            if let Some(permit) = permit {
+                permit.record(!matches!(&answer, Err(error) if is_failure(error)));
+            }
+            let error = match answer {
+                Ok(answer) => return Ok(answer),
+                Err(error) => error,
+            };
+            if attempt >= self.retry.max_attempts || !is_retryable(&error, sent, idempotent) {
+                return Err(error);
+            }
+            let pause = self.retry.backoff(attempt);
+            if Instant::now() + pause >= deadline {
+                return Err(error);
+            }
+            tracing::debug!(%error, attempt, ?pause, method_id, "retrying call");
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// One attempt: (re)connect if needed, send, wait. Also says whether the request
+    /// may have reached the server.
+    async fn attempt(&self, method_id: u32, payload: Bytes, deadline: Instant) -> (Answer, bool) {
+        let expired = || IpcError::DeadlineExceeded {
+            after_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let connection = match tokio::time::timeout(remaining, self.connection()).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error)) => return (Err(error), false),
+            Err(_) => return (Err(expired()), false),
+        };
+        let (correlation_id, answer) = match connection.register() {
+            Ok(registered) => registered,
+            Err(error) => return (Err(error), false),
+        };
         let mut pending = PendingCall {
             connection: &connection,
             correlation_id,
             done: false,
         };
-        let timeout_us = u64::try_from(self.timeout.as_micros()).unwrap_or(u64::MAX);
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let timeout_us = u64::try_from(remaining.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
         let request = Envelope::new(
             correlation_id,
             Body::Request(pb::Request {
@@ -146,23 +270,23 @@ impl Client {
                 payload,
             }),
         );
-        let outcome = tokio::time::timeout(self.timeout, async {
-            connection
-                .outbound
-                .send(request)
-                .await
-                .map_err(|_| IpcError::PeerClosed)?;
-            answer.await.unwrap_or(Err(IpcError::PeerClosed))
+        let outcome = tokio::time::timeout_at(deadline.into(), async {
+            if connection.outbound.send(request).await.is_err() {
+                return (Err(IpcError::PeerClosed), false);
+            }
+            match answer.await {
+                Ok(Ok(payload)) => (Ok(payload), true),
+                Ok(Err(failed)) => (Err(failed.error), failed.sent),
+                Err(_) => (Err(IpcError::PeerClosed), true),
+            }
         })
         .await;
         match outcome {
-            Ok(answer) => {
+            Ok(outcome) => {
                 pending.done = true;
-                answer
+                outcome
             }
-            Err(_) => Err(IpcError::DeadlineExceeded {
-                after_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
-            }),
+            Err(_) => (Err(expired()), true),
         }
     }
 
@@ -239,26 +363,31 @@ struct Connection {
     /// The server sent `GoAway`: no new calls on this connection.
     going_away: AtomicBool,
     next_id: AtomicU64,
-    /// The reader task; it holds only a weak reference, so it is stopped here when the
-    /// last handle goes away.
-    reader: Mutex<Option<tokio::task::AbortHandle>>,
+    /// The reader and writer tasks; they hold only weak references, so they are stopped
+    /// here when the last handle goes away.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        let reader = self
-            .reader
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(reader) = reader.take() {
-            reader.abort();
+        let tasks = self.tasks.get_mut().unwrap_or_else(PoisonError::into_inner);
+        for task in tasks.drain(..) {
+            task.abort();
         }
     }
 }
 
+#[derive(Debug)]
+struct Waiter {
+    answer: oneshot::Sender<Delivery>,
+    /// Set by the writer just before the request's frame is written, and cleared again
+    /// if the write provably did not get the whole frame out.
+    written: bool,
+}
+
 #[derive(Debug, Default)]
 struct State {
-    pending: HashMap<u64, oneshot::Sender<Answer>>,
+    pending: HashMap<u64, Waiter>,
     /// Set once, when the connection fails; no call is registered after that.
     closed: Option<IpcError>,
 }
@@ -287,10 +416,12 @@ impl Connection {
             }),
         );
         let handshake = async {
-            writer.send(hello).await?;
+            // A busy server answers and closes even when the hello could not be written,
+            // so read its answer either way.
+            let sent = writer.send(hello).await;
             match reader.next().await {
                 Some(frame) => Ok(<Envelope as prost::Message>::decode(frame?)?),
-                None => Err(IpcError::PeerClosed),
+                None => Err(sent.err().unwrap_or(IpcError::PeerClosed)),
             }
         };
         let reply = match tokio::time::timeout(timeout, handshake).await {
@@ -305,16 +436,11 @@ impl Connection {
             Some(Body::HelloAck(ack)) => ack.max_in_flight.max(1) as usize,
             Some(Body::Status(status)) => {
                 let status = Status::from_wire(status);
+                let (endpoint, reason) = (endpoint.to_owned(), status.message().to_owned());
                 return Err(if status.code() == crate::Code::ResourceExhausted {
-                    IpcError::Busy {
-                        endpoint: endpoint.to_owned(),
-                        reason: status.message().to_owned(),
-                    }
+                    IpcError::Busy { endpoint, reason }
                 } else {
-                    IpcError::Handshake {
-                        endpoint: endpoint.to_owned(),
-                        reason: status.message().to_owned(),
-                    }
+                    IpcError::Handshake { endpoint, reason }
                 });
             }
             _ => {
@@ -325,27 +451,29 @@ impl Connection {
             }
         };
 
-        let (outbound, queue) = mpsc::channel(max_in_flight.max(16));
+        let (outbound, queue) = mpsc::channel(max_in_flight.clamp(16, 1024));
         let connection = Arc::new(Connection {
             outbound,
             state: Mutex::new(State::default()),
             closed: AtomicBool::new(false),
             going_away: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
-            reader: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
         });
-        let write_timeout = config.write_timeout();
-        tokio::spawn(write_loop(
-            writer,
+        let write_half = writer.into_inner();
+        let writer = tokio::spawn(write_loop(
+            write_half,
+            codec,
             queue,
-            write_timeout,
+            config.write_timeout(),
             Arc::downgrade(&connection),
         ));
         let reader = tokio::spawn(read_loop(reader, Arc::downgrade(&connection)));
-        *connection
-            .reader
+        connection
+            .tasks
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(reader.abort_handle());
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend([writer.abort_handle(), reader.abort_handle()]);
         Ok(connection)
     }
 
@@ -360,23 +488,45 @@ impl Connection {
     }
 
     /// Allocates a correlation id and a slot for its answer.
-    fn register(&self) -> Result<(u64, oneshot::Receiver<Answer>), IpcError> {
+    fn register(&self) -> Result<(u64, oneshot::Receiver<Delivery>), IpcError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
+        let (answer, receiver) = oneshot::channel();
         let mut state = self.lock();
         if let Some(error) = &state.closed {
             return Err(error.clone());
         }
-        state.pending.insert(id, tx);
-        Ok((id, rx))
+        state.pending.insert(
+            id,
+            Waiter {
+                answer,
+                written: false,
+            },
+        );
+        Ok((id, receiver))
     }
 
-    fn complete(&self, correlation_id: u64, answer: Answer) {
+    fn complete(&self, correlation_id: u64, delivery: Delivery) {
         let waiter = self.lock().pending.remove(&correlation_id);
         // No waiter: the call timed out or was dropped; its late answer is discarded.
         if let Some(waiter) = waiter {
-            let _ = waiter.send(answer);
+            let _ = waiter.answer.send(delivery);
         }
+    }
+
+    /// Marks requests as (about to be) written, or as not written after all. Returns
+    /// `false`, marking nothing, once the connection has failed: then nothing more
+    /// may be written, because its calls were already told whether they were sent.
+    fn mark_written(&self, ids: impl Iterator<Item = u64>, written: bool) -> bool {
+        let mut state = self.lock();
+        if state.closed.is_some() {
+            return false;
+        }
+        for id in ids {
+            if let Some(waiter) = state.pending.get_mut(&id) {
+                waiter.written = written;
+            }
+        }
+        true
     }
 
     /// Ends every call in flight with `error` and refuses new ones.
@@ -388,39 +538,90 @@ impl Connection {
             std::mem::take(&mut state.pending)
         };
         for (_, waiter) in pending {
-            let _ = waiter.send(Err(error.clone()));
+            let failed = Failed {
+                error: error.clone(),
+                sent: waiter.written,
+            };
+            let _ = waiter.answer.send(Err(failed));
         }
     }
 }
 
-/// Writes queued envelopes, batching everything already queued into one flush.
+/// Largest chunk the writer assembles before writing it out, in bytes.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+/// Writes queued envelopes, batching whatever is queued into as few writes as possible,
+/// and keeps exact track of which requests got out: a request whose frame was not
+/// completely written when the connection failed is reported as not sent.
 async fn write_loop(
-    mut writer: FramedWrite<StreamHalf, FrameCodec>,
+    mut stream: StreamHalf,
+    mut codec: FrameCodec,
     mut queue: mpsc::Receiver<Envelope>,
     write_timeout: Duration,
     connection: std::sync::Weak<Connection>,
 ) {
+    let mut buffer = BytesMut::with_capacity(8 * 1024);
     let mut batch = Vec::with_capacity(64);
-    while queue.recv_many(&mut batch, 64).await > 0 {
-        let write = async {
-            for envelope in batch.drain(..) {
-                writer.feed(envelope).await?;
-            }
-            SinkExt::<Envelope>::flush(&mut writer).await
-        };
-        let error = match tokio::time::timeout(write_timeout, write).await {
-            Ok(Ok(())) => continue,
-            Ok(Err(error)) => error,
-            Err(_) => IpcError::Timeout {
-                operation: "write",
-                after_ms: u64::try_from(write_timeout.as_millis()).unwrap_or(u64::MAX),
-            },
-        };
-        tracing::debug!(%error, "client write failed");
-        if let Some(connection) = connection.upgrade() {
-            connection.fail(error);
+    // (correlation id, end offset in `buffer`) of each request frame in the chunk.
+    let mut requests: Vec<(u64, usize)> = Vec::with_capacity(64);
+    let error = 'write: loop {
+        if queue.recv_many(&mut batch, 64).await == 0 {
+            return; // every sender is gone: the connection was dropped
         }
-        return;
+        let Some(live) = connection.upgrade() else {
+            return;
+        };
+        let mut envelopes = batch.drain(..).peekable();
+        while let Some(envelope) = envelopes.next() {
+            let id = envelope.correlation_id;
+            let is_request = matches!(envelope.body, Some(Body::Request(_)));
+            match codec.encode(envelope, &mut buffer) {
+                Ok(()) if is_request => requests.push((id, buffer.len())),
+                Ok(()) => {}
+                Err(error) => live.complete(id, Err(Failed { error, sent: false })),
+            }
+            if buffer.len() < WRITE_CHUNK && envelopes.peek().is_some() {
+                continue;
+            }
+            if !live.mark_written(requests.iter().map(|(id, _)| *id), true) {
+                return; // failed meanwhile; the reader has reported it
+            }
+            let mut written = 0;
+            let write = async {
+                while written < buffer.len() {
+                    match stream.write(&buffer[written..]).await {
+                        Ok(0) => return Err(IpcError::PeerClosed),
+                        Ok(n) => written += n,
+                        Err(error) => return Err(error.into()),
+                    }
+                }
+                Ok(())
+            };
+            let result = match tokio::time::timeout(write_timeout, write).await {
+                Ok(result) => result,
+                Err(_) => Err(IpcError::Timeout {
+                    operation: "write",
+                    after_ms: u64::try_from(write_timeout.as_millis()).unwrap_or(u64::MAX),
+                }),
+            };
+            if let Err(error) = result {
+                let unwritten = requests.iter().filter(|(_, end)| *end > written);
+                let _ = live.mark_written(unwritten.map(|(id, _)| *id), false);
+                break 'write error;
+            }
+            buffer.clear();
+            requests.clear();
+            if buffer.capacity() > 4 * WRITE_CHUNK {
+                buffer = BytesMut::with_capacity(8 * 1024); // give a burst's memory back
+            }
+        }
+    };
+    tracing::debug!(%error, "client write failed");
+    // Nothing more goes out: requests still queued were never written.
+    queue.close();
+    while queue.try_recv().is_ok() {}
+    if let Some(connection) = connection.upgrade() {
+        connection.fail(error);
     }
 }
 
@@ -446,7 +647,8 @@ async fn read_loop(
         match envelope.body {
             Some(Body::Response(response)) => connection.complete(id, Ok(response.payload)),
             Some(Body::Status(status)) if id != 0 => {
-                connection.complete(id, Err(Status::from_wire(status).into()))
+                let error = Status::from_wire(status).into();
+                connection.complete(id, Err(Failed { error, sent: true }))
             }
             Some(Body::Status(status)) => break Status::from_wire(status).into(),
             Some(Body::GoAway(go_away)) => {

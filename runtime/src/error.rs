@@ -114,6 +114,19 @@ pub enum IpcError {
         /// The call's timeout, in milliseconds.
         after_ms: u64,
     },
+    /// The client's circuit breaker is open after repeated failures; nothing was sent.
+    #[error("circuit breaker open; retry in {retry_after_ms} ms")]
+    CircuitOpen {
+        /// When a probe call will be let through, in milliseconds from now (0: a probe
+        /// is in flight).
+        retry_after_ms: u64,
+    },
+    /// The client's rate limit allows no call before the call's deadline; nothing was sent.
+    #[error("rate limited; next call allowed in {retry_after_ms} ms")]
+    RateLimited {
+        /// When the next call is allowed, in milliseconds from now.
+        retry_after_ms: u64,
+    },
     /// The configuration is invalid.
     #[error("invalid configuration: {field}: {reason}")]
     Config {

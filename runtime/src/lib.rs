@@ -46,6 +46,7 @@ pub mod config;
 pub mod descriptor;
 pub mod envelope;
 pub mod error;
+pub mod resilience;
 pub mod server;
 pub mod status;
 pub mod transport;
@@ -56,6 +57,7 @@ pub use config::{Crc32Variant, IpcConfig};
 pub use daemoneye_ipc_macros::ipc_service;
 pub use descriptor::{MethodDescriptor, ServiceDescriptor};
 pub use error::IpcError;
+pub use resilience::{BreakerConfig, RetryPolicy};
 pub use server::{Server, Service};
 pub use status::{Code, Status};
 

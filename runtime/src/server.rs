@@ -30,11 +30,13 @@ use futures_util::{
     FutureExt, SinkExt, StreamExt,
 };
 use interprocess::local_socket::tokio::{Listener, Stream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::{
+    sync::{mpsc, Semaphore},
+    task::JoinSet,
+};
 use tokio_util::{
     codec::{FramedRead, FramedWrite},
     sync::CancellationToken,
-    task::TaskTracker,
 };
 
 use crate::{
@@ -126,8 +128,8 @@ impl<S: Service> Server<S> {
     }
 
     /// Serves until `shutdown` completes, then stops accepting, removes the endpoint,
-    /// lets the calls in flight finish (for at most `drain_timeout_ms`) and closes
-    /// every connection.
+    /// tells every client (`GoAway`), lets the calls in flight finish for at most
+    /// `drain_timeout_ms`, aborts what is left, and closes every connection.
     ///
     /// # Errors
     /// None in practice; see [`serve`](Self::serve).
@@ -144,11 +146,13 @@ impl<S: Service> Server<S> {
         // Refusals are answered by short tasks; bound them too.
         let refusals = Arc::new(Semaphore::new(config.max_connections));
         let stop = CancellationToken::new();
-        let tracker = TaskTracker::new();
+        // Connection tasks; dropping the set aborts whatever is left of them.
+        let mut tasks = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
             let stream = tokio::select! {
                 () = &mut shutdown => break,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
                 accepted = transport::accept(&listener) => match accepted {
                     Ok(stream) => stream,
                     Err(error) => {
@@ -162,7 +166,7 @@ impl<S: Service> Server<S> {
             match connections.clone().try_acquire_owned() {
                 Ok(permit) => {
                     let (service, config, stop) = (service.clone(), config.clone(), stop.clone());
-                    tracker.spawn(async move {
+                    tasks.spawn(async move {
                         serve_connection(service, stream, config, stop).await;
                         drop(permit);
                     });
@@ -170,7 +174,7 @@ impl<S: Service> Server<S> {
                 Err(_) => match refusals.clone().try_acquire_owned() {
                     Ok(permit) => {
                         let config = config.clone();
-                        tracker.spawn(async move {
+                        tasks.spawn(async move {
                             refuse_busy(stream, &config).await;
                             drop(permit);
                         });
@@ -181,10 +185,15 @@ impl<S: Service> Server<S> {
         }
         drop(listener); // removes the socket file
         stop.cancel();
-        tracker.close();
         let drain = Duration::from_millis(config.drain_timeout_ms);
-        if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
-            tracing::warn!("connections still busy after the drain timeout; closing them");
+        let drained =
+            tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(
+                connections = tasks.len(),
+                "calls still running after the drain timeout; aborting them"
+            );
+            tasks.shutdown().await;
         }
         Ok(())
     }
@@ -382,7 +391,10 @@ async fn serve_bare<S: Service>(
             return;
         }
         let flush = SinkExt::<Envelope>::flush(&mut writer);
-        if !matches!(tokio::time::timeout(config.write_timeout(), flush).await, Ok(Ok(()))) {
+        if !matches!(
+            tokio::time::timeout(config.write_timeout(), flush).await,
+            Ok(Ok(()))
+        ) {
             return;
         }
     }
@@ -399,6 +411,11 @@ async fn serve_envelopes<S: Service>(
     let writer_task = tokio::spawn(write_loop(writer, queue, config.write_timeout()));
     let slots = Arc::new(Semaphore::new(config.max_in_flight));
     let calls: CallTable = Arc::default();
+    // If this task is aborted (drain timeout), its handlers and writer go with it.
+    let _abort_on_drop = AbortOnDrop {
+        calls: calls.clone(),
+        writer: writer_task.abort_handle(),
+    };
     let max_frame = config.max_frame_bytes;
 
     // `Some(error)`: the peer broke the protocol or the connection failed; `None` with
@@ -466,8 +483,7 @@ async fn serve_envelopes<S: Service>(
                         .await;
                     continue;
                 }
-                let (service, outbound, calls) =
-                    (service.clone(), outbound.clone(), calls.clone());
+                let (service, outbound, calls) = (service.clone(), outbound.clone(), calls.clone());
                 tokio::spawn(async move {
                     let call = run_call(&*service, request, max_frame);
                     if let Ok(answer) = Abortable::new(call, registration).await {
@@ -507,6 +523,21 @@ async fn serve_envelopes<S: Service>(
     // The writer ends once every handler has sent its answer and dropped its sender.
     drop(outbound);
     let _ = writer_task.await;
+}
+
+/// Aborts a connection's handlers and writer when the connection task ends early.
+struct AbortOnDrop {
+    calls: CallTable,
+    writer: tokio::task::AbortHandle,
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for (_, call) in lock(&self.calls).drain() {
+            call.abort();
+        }
+        self.writer.abort();
+    }
 }
 
 /// Runs one call to completion: its answer, never a panic.
