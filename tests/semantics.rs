@@ -125,7 +125,10 @@ async fn deadline_travels_and_the_server_stops_the_handler() {
         .expect("connect")
         .with_timeout(Duration::from_millis(100));
     let err = client.run(job("slow", 60_000)).await.expect_err("deadline");
-    assert!(matches!(err, IpcError::DeadlineExceeded { after_ms: 100 }), "{err:?}");
+    assert!(
+        matches!(err, IpcError::DeadlineExceeded { after_ms: 100 }),
+        "{err:?}"
+    );
     until(&lab.counters, |c| c.abandoned.load(Ordering::SeqCst) == 1).await;
     assert_eq!(lab.counters.finished.load(Ordering::SeqCst), 0);
     // The connection is still good.
@@ -167,10 +170,15 @@ async fn over_the_connection_limit_is_an_explicit_busy_error() {
 #[tokio::test]
 async fn another_service_is_refused_in_the_handshake() {
     let lab = start_with(|_| {});
-    let err = OtherClient::connect(&lab.config).await.expect_err("refused");
+    let err = OtherClient::connect(&lab.config)
+        .await
+        .expect_err("refused");
     match &err {
         IpcError::Handshake { reason, .. } => {
-            assert!(reason.contains("test.Lab") && reason.contains("test.Other"), "{reason}")
+            assert!(
+                reason.contains("test.Lab") && reason.contains("test.Other"),
+                "{reason}"
+            )
         }
         other => panic!("expected Handshake, got {other:?}"),
     }
@@ -193,13 +201,22 @@ async fn graceful_shutdown_finishes_calls_in_flight_and_removes_the_socket() {
     });
     until(&counters, |c| c.started.load(Ordering::SeqCst) == 1).await;
     stop.send(()).expect("server running");
-    let answer = call.await.expect("task").expect("the call in flight completes");
+    let answer = call
+        .await
+        .expect("task")
+        .expect("the call in flight completes");
     assert_eq!(answer.id, "in-flight");
     serving.await.expect("task").expect("clean shutdown");
-    assert!(!std::path::Path::new(&config.endpoint_path).exists(), "socket removed");
+    assert!(
+        !std::path::Path::new(&config.endpoint_path).exists(),
+        "socket removed"
+    );
     let err = client.run(job("after", 0)).await.expect_err("server gone");
     assert!(
-        matches!(err, IpcError::ServerNotFound { .. } | IpcError::ConnectionRefused { .. }),
+        matches!(
+            err,
+            IpcError::ServerNotFound { .. } | IpcError::ConnectionRefused { .. }
+        ),
         "{err:?}"
     );
 }
@@ -251,7 +268,9 @@ async fn a_non_hello_first_frame_to_a_service_without_bare_entry_is_refused() {
     let config = IpcConfig::with_endpoint(dir.path().join("o.sock").to_string_lossy());
     let server = Server::bind(&config, OtherServer::new(Never)).expect("bind");
     tokio::spawn(server.serve());
-    let mut stream = UnixStream::connect(&config.endpoint_path).await.expect("connect");
+    let mut stream = UnixStream::connect(&config.endpoint_path)
+        .await
+        .expect("connect");
     write_frame(&mut stream, b"\x0a\x03abc").await;
     let reply = daemoneye_ipc::envelope::Envelope::decode(&read_frame(&mut stream).await[..])
         .expect("an envelope");
@@ -287,7 +306,10 @@ async fn a_client_reconnects_after_the_server_restarts() {
     let _second = serve(stopped);
     // Not idempotent, but the old connection is known dead before sending: reconnecting
     // is safe, and the call goes through on the new server.
-    assert_eq!(client.run(job("after", 0)).await.expect("reconnected").id, "after");
+    assert_eq!(
+        client.run(job("after", 0)).await.expect("reconnected").id,
+        "after"
+    );
 }
 
 #[tokio::test]
@@ -354,4 +376,57 @@ async fn the_circuit_opens_after_repeated_failures_and_fails_fast() {
         client.client().circuit_state(),
         Some(daemoneye_ipc::resilience::BreakerState::Open { .. })
     ));
+}
+
+/// Tells callers who they are.
+#[ipc_service(name = "test.Who")]
+pub trait Who {
+    /// The caller's uid, as the server saw it, in `millis`.
+    async fn who(&self) -> Result<Job, Status>;
+}
+
+struct WhoImpl;
+impl Who for WhoImpl {
+    async fn who(&self) -> Result<Job, Status> {
+        let caller = daemoneye_ipc::peer::caller().ok_or_else(|| Status::internal("no caller"))?;
+        Ok(Job {
+            id: caller.to_string(),
+            millis: u64::from(caller.uid.unwrap_or(u32::MAX)),
+        })
+    }
+}
+
+#[tokio::test]
+async fn handlers_see_the_callers_identity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = IpcConfig::with_endpoint(dir.path().join("who.sock").to_string_lossy());
+    let server = Server::bind(&config, WhoServer::new(WhoImpl)).expect("bind");
+    tokio::spawn(server.serve());
+    let client = WhoClient::connect(&config).await.expect("connect");
+    let me = client.who().await.expect("who");
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(me.millis, u64::from(uid));
+    assert!(
+        me.id.contains(&format!("pid={}", std::process::id())),
+        "{}",
+        me.id
+    );
+}
+
+#[tokio::test]
+async fn a_peer_outside_the_policy_is_refused_before_any_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = IpcConfig::with_endpoint(dir.path().join("who.sock").to_string_lossy());
+    // Allow only a uid that is not ours (nor root's).
+    let stranger = unsafe { libc::geteuid() }.wrapping_add(12345).max(1);
+    let server = Server::bind(&config, WhoServer::new(WhoImpl))
+        .expect("bind")
+        .with_peer_policy(daemoneye_ipc::PeerPolicy::only_listed().allow_uid(stranger));
+    tokio::spawn(server.serve());
+    let err = WhoClient::connect(&config).await.expect_err("refused");
+    match &err {
+        IpcError::PermissionDenied { endpoint } => assert_eq!(endpoint, &config.endpoint_path),
+        other => panic!("expected PermissionDenied, got {other:?}"),
+    }
 }

@@ -58,7 +58,8 @@ impl Service {
         let doc = doc_of(&item.attrs);
         let mut methods = Vec::new();
         let mut errors: Option<Error> = None;
-        let mut next_id = 1u32;
+        // `None` once a method took id u32::MAX: no default id is left after it.
+        let mut next_id = Some(1u32);
         for trait_item in &mut item.items {
             let TraitItem::Fn(function) = trait_item else {
                 push(
@@ -72,7 +73,7 @@ impl Service {
             };
             match Method::from_syn(function, next_id) {
                 Ok(method) => {
-                    next_id = method.id.saturating_add(1);
+                    next_id = method.id.checked_add(1);
                     methods.push(method);
                 }
                 Err(error) => push(&mut errors, error),
@@ -92,7 +93,7 @@ impl Service {
 
 impl Method {
     /// Reads the method, removing its `#[ipc(...)]` attribute from `function`.
-    fn from_syn(function: &mut TraitItemFn, default_id: u32) -> Result<Self> {
+    fn from_syn(function: &mut TraitItemFn, default_id: Option<u32>) -> Result<Self> {
         let mut id = None;
         let mut idempotent = false;
         let mut bare = None;
@@ -103,14 +104,27 @@ impl Method {
                 continue;
             }
             attr.parse_nested_meta(|meta| {
+                let duplicate = || meta.error("this option is already given for this method");
                 if meta.path.is_ident("id") {
                     let lit: LitInt = meta.value()?.parse()?;
+                    if id.is_some() {
+                        return Err(Error::new_spanned(
+                            &meta.path,
+                            "`id` is already given for this method",
+                        ));
+                    }
                     id = Some((lit.base10_parse::<u32>()?, lit.span()));
                     Ok(())
                 } else if meta.path.is_ident("idempotent") {
+                    if idempotent {
+                        return Err(duplicate());
+                    }
                     idempotent = true;
                     Ok(())
                 } else if meta.path.is_ident("bare") {
+                    if bare.is_some() {
+                        return Err(duplicate());
+                    }
                     bare = Some(meta.path.span());
                     Ok(())
                 } else {
@@ -130,8 +144,18 @@ impl Method {
             }
             None => None,
         };
-        let response = response_type(&sig.output)?;
-        let (id, id_span) = id.unwrap_or((default_id, sig.ident.span()));
+        let response = response_type(sig)?;
+        let (id, id_span) = match (id, default_id) {
+            (Some(pinned), _) => pinned,
+            (None, Some(next)) => (next, sig.ident.span()),
+            (None, None) => {
+                return Err(Error::new_spanned(
+                    &sig.ident,
+                    "no method id is left after the previous method's id 4294967295; \
+                     pin this one with #[ipc(id = N)]",
+                ))
+            }
+        };
         Ok(Self {
             ident: sig.ident.clone(),
             doc: doc_of(&function.attrs),
@@ -147,11 +171,16 @@ impl Method {
 }
 
 /// `Resp` from `-> Result<Resp, Status>`.
-fn response_type(output: &ReturnType) -> Result<Type> {
+fn response_type(sig: &syn::Signature) -> Result<Type> {
     const EXPECTED: &str = "expected `-> Result<Response, Status>`";
-    let ty = match output {
+    let ty = match &sig.output {
         ReturnType::Type(_, ty) => ty,
-        ReturnType::Default => return Err(Error::new(output.span(), EXPECTED)),
+        ReturnType::Default => {
+            return Err(Error::new(
+                sig.paren_token.span.close(),
+                "missing return type; expected `-> Result<Response, Status>`",
+            ))
+        }
     };
     let Type::Path(path) = &**ty else {
         return Err(Error::new_spanned(ty, EXPECTED));

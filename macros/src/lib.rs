@@ -25,7 +25,15 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn ipc_service(args: TokenStream, input: TokenStream) -> TokenStream {
     let args = proc_macro2::TokenStream::from(args);
-    let item = syn::parse_macro_input!(input as syn::ItemTrait);
+    let item = match syn::parse::<syn::Item>(input) {
+        Ok(syn::Item::Trait(item)) => item,
+        Ok(other) => {
+            return syn::Error::new_spanned(other, "#[ipc_service] can only be applied to a trait")
+                .into_compile_error()
+                .into()
+        }
+        Err(error) => return error.into_compile_error().into(),
+    };
     ast::Service::from_syn(args, item)
         .and_then(|service| valid::check(&service).map(|()| service))
         .map(|service| expand::service(&service))

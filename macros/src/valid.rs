@@ -96,13 +96,19 @@ pub fn check(service: &Service) -> Result<()> {
             if method.request.is_none() {
                 push(
                     &mut errors,
-                    Error::new(span, "a `bare` method must take a request: bare peers send one"),
+                    Error::new(
+                        span,
+                        "a `bare` method must take a request: bare peers send one",
+                    ),
                 );
             }
             if let Some(first) = bare.replace(&method.ident) {
                 push(
                     &mut errors,
-                    Error::new(span, format!("only one method can be `bare`; `{first}` already is")),
+                    Error::new(
+                        span,
+                        format!("only one method can be `bare`; `{first}` already is"),
+                    ),
                 );
             }
         }

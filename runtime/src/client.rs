@@ -437,10 +437,13 @@ impl Connection {
             Some(Body::Status(status)) => {
                 let status = Status::from_wire(status);
                 let (endpoint, reason) = (endpoint.to_owned(), status.message().to_owned());
-                return Err(if status.code() == crate::Code::ResourceExhausted {
-                    IpcError::Busy { endpoint, reason }
-                } else {
-                    IpcError::Handshake { endpoint, reason }
+                return Err(match status.code() {
+                    crate::Code::ResourceExhausted => IpcError::Busy { endpoint, reason },
+                    crate::Code::PermissionDenied => {
+                        tracing::debug!(%reason, "server refused this peer");
+                        IpcError::PermissionDenied { endpoint }
+                    }
+                    _ => IpcError::Handshake { endpoint, reason },
                 });
             }
             _ => {

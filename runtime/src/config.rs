@@ -619,6 +619,9 @@ mod tests {
         names.sort_unstable();
         fields.sort_unstable();
         assert_eq!(names, fields);
+        assert_eq!(dict["crc32_variant"].as_str(), Some("crc32c"));
+        let ieee = Value::serialize(Crc32Variant::Ieee).expect("serialisable");
+        assert_eq!(ieee.as_str(), Some("ieee"));
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub enum IpcError {
         /// The endpoint that was tried.
         endpoint: String,
     },
-    /// Connecting (including the handshake) took longer than `connect_timeout_ms`.
+    /// Connecting (including the handshake) took longer than `accept_timeout_ms`.
     #[error("timed out connecting to {endpoint}")]
     ConnectionTimeout {
         /// The endpoint that was tried.

@@ -42,6 +42,7 @@ use tokio_util::{
 use crate::{
     codec::FrameCodec,
     envelope::{pb, Body, Envelope, HELLO_MAGIC, PROTOCOL_VERSION},
+    peer::{self, PeerIdentity, PeerPolicy},
     transport::{self, StreamHalf},
     IpcConfig, IpcError, ServiceDescriptor, Status,
 };
@@ -96,6 +97,7 @@ pub struct Server<S> {
     listener: Listener,
     service: Arc<S>,
     config: Arc<IpcConfig>,
+    policy: Arc<PeerPolicy>,
 }
 
 impl<S: Service> Server<S> {
@@ -110,7 +112,15 @@ impl<S: Service> Server<S> {
             listener,
             service: Arc::new(service),
             config: Arc::new(config.clone()),
+            policy: Arc::new(PeerPolicy::default()),
         })
+    }
+
+    /// This server with another policy for which peers may connect (default:
+    /// [`PeerPolicy::same_user`]).
+    pub fn with_peer_policy(mut self, policy: PeerPolicy) -> Self {
+        self.policy = Arc::new(policy);
+        self
     }
 
     /// The endpoint this server listens on.
@@ -141,7 +151,9 @@ impl<S: Service> Server<S> {
             listener,
             service,
             config,
+            policy,
         } = self;
+        let server_uid = peer::own_uid();
         let connections = Arc::new(Semaphore::new(config.max_connections));
         // Refusals are answered by short tasks; bound them too.
         let refusals = Arc::new(Semaphore::new(config.max_connections));
@@ -163,19 +175,45 @@ impl<S: Service> Server<S> {
                     }
                 },
             };
-            match connections.clone().try_acquire_owned() {
-                Ok(permit) => {
+            // Who is calling, checked before anything is read from them.
+            let verdict = match PeerIdentity::of(&stream) {
+                Ok(identity) => policy
+                    .check(&identity, server_uid)
+                    .map(|()| identity)
+                    .map_err(Status::permission_denied),
+                Err(error) => Err(Status::permission_denied(format!(
+                    "cannot read peer credentials: {error}"
+                ))),
+            };
+            let admitted = match verdict {
+                Ok(identity) => connections
+                    .clone()
+                    .try_acquire_owned()
+                    .map(|permit| (identity, permit))
+                    .map_err(|_| {
+                        Status::resource_exhausted(format!(
+                            "connection limit reached ({} connections)",
+                            config.max_connections
+                        ))
+                    }),
+                Err(refusal) => {
+                    tracing::warn!(%refusal, "refusing peer");
+                    Err(refusal)
+                }
+            };
+            match admitted {
+                Ok((identity, permit)) => {
                     let (service, config, stop) = (service.clone(), config.clone(), stop.clone());
                     tasks.spawn(async move {
-                        serve_connection(service, stream, config, stop).await;
+                        serve_connection(service, stream, identity, config, stop).await;
                         drop(permit);
                     });
                 }
-                Err(_) => match refusals.clone().try_acquire_owned() {
+                Err(refusal) => match refusals.clone().try_acquire_owned() {
                     Ok(permit) => {
                         let config = config.clone();
                         tasks.spawn(async move {
-                            refuse_busy(stream, &config).await;
+                            refuse(stream, refusal, &config).await;
                             drop(permit);
                         });
                     }
@@ -203,23 +241,17 @@ fn codec(config: &IpcConfig) -> FrameCodec {
     FrameCodec::new(config.max_frame_bytes, config.crc32_variant)
 }
 
-/// Answers a connection over the limit with `RESOURCE_EXHAUSTED`, then closes it.
-async fn refuse_busy(stream: Stream, config: &IpcConfig) {
+/// Answers a connection that is not admitted (busy, or not allowed) with `status` in
+/// place of the handshake answer, then closes it. Reads nothing but the hello.
+async fn refuse(stream: Stream, status: Status, config: &IpcConfig) {
     let (read_half, write_half) = StreamHalf::pair(stream);
     let mut reader = FramedRead::new(read_half, codec(config));
     let mut writer = FramedWrite::new(write_half, codec(config));
-    let reason = format!(
-        "connection limit reached ({} connections)",
-        config.max_connections
-    );
-    let busy = Envelope::new(
-        0,
-        Body::Status(Status::resource_exhausted(reason).to_wire()),
-    );
+    let refusal = Envelope::new(0, Body::Status(status.to_wire()));
     let exchange = async {
         // Read the hello first so the client is not writing into a closed socket.
         let _ = reader.next().await;
-        let _ = writer.send(busy).await;
+        let _ = writer.send(refusal).await;
     };
     let _ = tokio::time::timeout(
         config.accept_timeout().min(Duration::from_secs(1)),
@@ -299,6 +331,7 @@ type Writer = FramedWrite<StreamHalf, FrameCodec>;
 async fn serve_connection<S: Service>(
     service: Arc<S>,
     stream: Stream,
+    identity: PeerIdentity,
     config: Arc<IpcConfig>,
     stop: CancellationToken,
 ) {
@@ -306,8 +339,13 @@ async fn serve_connection<S: Service>(
     let mut reader = FramedRead::new(read_half, codec(&config));
     let mut writer = FramedWrite::new(write_half, codec(&config));
     match open(&*service, &mut reader, &mut writer, &config).await {
-        Opening::Envelopes => serve_envelopes(service, reader, writer, config, stop).await,
-        Opening::Bare(first) => serve_bare(&*service, first, reader, writer, &config, &stop).await,
+        Opening::Envelopes => {
+            serve_envelopes(service, identity, reader, writer, config, stop).await
+        }
+        Opening::Bare(first) => {
+            let bare = serve_bare(&*service, first, reader, writer, &config, &stop);
+            peer::with_caller(identity, bare).await
+        }
         Opening::Closed => {}
     }
 }
@@ -402,6 +440,7 @@ async fn serve_bare<S: Service>(
 
 async fn serve_envelopes<S: Service>(
     service: Arc<S>,
+    identity: PeerIdentity,
     mut reader: Reader,
     writer: Writer,
     config: Arc<IpcConfig>,
@@ -485,7 +524,7 @@ async fn serve_envelopes<S: Service>(
                 }
                 let (service, outbound, calls) = (service.clone(), outbound.clone(), calls.clone());
                 tokio::spawn(async move {
-                    let call = run_call(&*service, request, max_frame);
+                    let call = peer::with_caller(identity, run_call(&*service, request, max_frame));
                     if let Ok(answer) = Abortable::new(call, registration).await {
                         let _ = outbound.send(Envelope::new(id, answer)).await;
                     }

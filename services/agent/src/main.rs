@@ -1,1 +1,216 @@
-fn main() {}
+//! `daemoneye-agent`: every `--interval` seconds, lists the processes through procmond and
+//! has it hash up to `--hash-limit` distinct executables, logging a summary per cycle.
+//!
+//! A failed cycle is logged as a warning and the agent carries on at the next interval;
+//! with `--once` it runs a single cycle and exits with status 1 if that cycle failed.
+//! SIGINT and SIGTERM stop it cleanly (status 0), even in the middle of a cycle. Logs go
+//! to stderr; `RUST_LOG` overrides the default level (`info`).
+
+use std::{future::Future, io::IsTerminal, process::ExitCode, time::Duration};
+
+use clap::Parser;
+use daemoneye_agent::{Agent, CycleError, CycleSummary};
+use daemoneye_ipc::{config::default_endpoint, IpcConfig};
+use tokio::time::MissedTickBehavior;
+
+/// Periodically enumerate processes and verify executables through procmond.
+#[derive(Debug, Parser)]
+#[command(name = "daemoneye-agent", version, about)]
+struct Args {
+    /// Collector endpoint: Unix socket path or Windows pipe name.
+    #[arg(
+        long,
+        env = "DAEMONEYE_ENDPOINT",
+        value_name = "PATH",
+        default_value_t = default_endpoint()
+    )]
+    endpoint: String,
+
+    /// Seconds between the starts of two cycles.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    interval: u64,
+
+    /// Run one cycle and exit: status 0 if it succeeded, 1 if it failed.
+    #[arg(long)]
+    once: bool,
+
+    /// How many distinct executables to hash per cycle (0: none).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    hash_limit: usize,
+
+    /// Time allowed to connect, and for each call, in milliseconds.
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 30_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    timeout_ms: u64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(run(args))
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+async fn run(args: Args) -> ExitCode {
+    let config = IpcConfig {
+        call_timeout_ms: args.timeout_ms,
+        accept_timeout_ms: args.timeout_ms,
+        ..IpcConfig::with_endpoint(args.endpoint)
+    };
+    let mut agent = Agent::new(config, args.hash_limit);
+    // Handlers are installed here, before the first cycle, so no signal is missed.
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    tracing::info!(
+        endpoint = agent.endpoint(),
+        interval_secs = args.interval,
+        hash_limit = args.hash_limit,
+        once = args.once,
+        "agent started"
+    );
+
+    if args.once {
+        return tokio::select! {
+            outcome = agent.cycle() => match report(outcome) {
+                true => ExitCode::SUCCESS,
+                false => ExitCode::from(1),
+            },
+            () = &mut shutdown => {
+                tracing::info!("stopped by signal");
+                ExitCode::SUCCESS
+            }
+        };
+    }
+
+    let mut ticker = tokio::time::interval(Duration::from_secs(args.interval));
+    // After a cycle longer than the interval, wait a full interval rather than bursting.
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = &mut shutdown => break,
+        }
+        tokio::select! {
+            outcome = agent.cycle() => {
+                if !report(outcome) {
+                    tracing::warn!(retry_in_secs = args.interval, "cycle failed; will retry");
+                }
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    tracing::info!("stopped by signal");
+    ExitCode::SUCCESS
+}
+
+/// Logs a cycle's outcome; `true` when it succeeded.
+fn report(outcome: Result<CycleSummary, CycleError>) -> bool {
+    match outcome {
+        Ok(summary) => {
+            tracing::info!(
+                processes = summary.processes,
+                executables = summary.executables,
+                hashed = summary.hashed,
+                failures = summary.failures,
+                elapsed_ms = u64::try_from(summary.elapsed.as_millis()).unwrap_or(u64::MAX),
+                "cycle complete"
+            );
+            true
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cycle failed");
+            false
+        }
+    }
+}
+
+/// Completes on the first SIGINT or SIGTERM (Ctrl-C on Windows). The handlers are
+/// installed when this is called, not when the future is first polled. A handler that
+/// cannot be installed is logged and that signal is not waited for.
+fn shutdown_signal() -> impl Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let install = |kind: SignalKind, name: &'static str| match signal(kind) {
+            Ok(stream) => Some(stream),
+            Err(error) => {
+                tracing::warn!(%error, signal = name, "cannot install signal handler");
+                None
+            }
+        };
+        let interrupt = install(SignalKind::interrupt(), "SIGINT");
+        let terminate = install(SignalKind::terminate(), "SIGTERM");
+        async move {
+            let wait = |stream: Option<tokio::signal::unix::Signal>| async move {
+                match stream {
+                    Some(mut stream) => {
+                        stream.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(interrupt) => tracing::info!("received SIGINT"),
+                () = wait(terminate) => tracing::info!("received SIGTERM"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        async {
+            if let Err(error) = tokio::signal::ctrl_c().await {
+                tracing::warn!(%error, "cannot install the Ctrl-C handler");
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        let args =
+            Args::try_parse_from(["daemoneye-agent", "--endpoint", "/tmp/a.sock"]).expect("parses");
+        assert_eq!(args.interval, 30);
+        assert_eq!(args.hash_limit, 5);
+        assert!(!args.once);
+        assert!(Args::try_parse_from(["daemoneye-agent", "--interval", "0"]).is_err());
+    }
+}

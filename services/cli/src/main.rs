@@ -1,1 +1,477 @@
-fn main() {}
+//! `daemoneye-cli`: the operator's tool for DaemonEye's process collector (`procmond`).
+//!
+//! ```text
+//! daemoneye-cli [--endpoint PATH] [--timeout-ms MS] processes [--name N]... [--pid P]... [--exe-pattern GLOB] [--json]
+//! daemoneye-cli [--endpoint PATH] [--timeout-ms MS] hash PATH [--algorithm sha256] [--expect HEX]
+//! daemoneye-cli describe
+//! ```
+//!
+//! Exit status: 0 on success; 1 when `hash --expect` finds a different hash; 2 for any
+//! error (no server, refused call, unreadable file, bad arguments). Errors are one line
+//! on stderr naming the endpoint; stdout carries only the requested output.
+
+mod format;
+
+use std::{
+    fmt,
+    io::{self, Write},
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use clap::{Parser, Subcommand};
+use daemoneye_collector::ProcessCollectorClient;
+use daemoneye_ipc::{config::default_endpoint, IpcConfig, IpcError};
+use daemoneye_proto::{HashRequest, HashResult, ProcessFilter};
+
+/// Query DaemonEye's process collector (procmond) over its local socket.
+#[derive(Debug, Parser)]
+#[command(name = "daemoneye-cli", version, about, propagate_version = true)]
+struct Cli {
+    /// Collector endpoint: Unix socket path or Windows pipe name.
+    #[arg(
+        long,
+        global = true,
+        env = "DAEMONEYE_ENDPOINT",
+        value_name = "PATH",
+        default_value_t = default_endpoint()
+    )]
+    endpoint: String,
+
+    /// Time allowed to connect, and for each call, in milliseconds.
+    #[arg(
+        long,
+        global = true,
+        value_name = "MS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    timeout_ms: u64,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List processes (all of them, or those matching every filter given).
+    Processes {
+        /// Keep processes with this name (repeatable: any of the names matches).
+        #[arg(long = "name", value_name = "NAME")]
+        names: Vec<String>,
+        /// Keep processes with this pid (repeatable: any of the pids matches).
+        #[arg(long = "pid", value_name = "PID")]
+        pids: Vec<u32>,
+        /// Keep processes whose executable path matches this glob, e.g. '/usr/bin/*'.
+        #[arg(long, value_name = "GLOB")]
+        exe_pattern: Option<String>,
+        /// Print the records as a JSON array (and nothing else) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hash a file as the collector sees it; prints `<hex>  <path>` like sha256sum.
+    Hash {
+        /// The file to hash; a relative path is taken from this command's directory.
+        path: PathBuf,
+        /// Hash algorithm.
+        #[arg(long, default_value = "sha256")]
+        algorithm: String,
+        /// Expected hash (hex); exit status 1 when the file's hash differs.
+        #[arg(long, value_name = "HEX", value_parser = parse_hex)]
+        expect: Option<String>,
+    },
+    /// Print the service's contract: name, schema hash, methods (no connection needed).
+    Describe,
+}
+
+/// Accepts a non-empty hex string (surrounding blanks ignored), lowercased.
+fn parse_hex(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("expected a hex-encoded hash, e.g. 5891b5b5...".to_owned());
+    }
+    Ok(text.to_ascii_lowercase())
+}
+
+/// Why a command failed; `Display` is the one-line message printed after `error: `.
+#[derive(Debug)]
+enum CliError {
+    /// Talking to the collector at `endpoint` failed.
+    Ipc { endpoint: String, source: IpcError },
+    /// `hash --expect`: the file hashed to something else.
+    HashMismatch {
+        path: String,
+        algorithm: String,
+        expected: String,
+        actual: String,
+    },
+    /// The collector could not hash the file.
+    HashFailed { path: String, reason: String },
+    /// The path given cannot be sent.
+    BadPath { path: PathBuf, reason: String },
+    /// The tokio runtime could not be created.
+    Runtime(io::Error),
+    /// Records could not be encoded as JSON.
+    Json(serde_json::Error),
+    /// stdout could not be written.
+    Output(io::Error),
+}
+
+impl CliError {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::HashMismatch { .. } => ExitCode::from(1),
+            _ => ExitCode::from(2),
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let clean = format::sanitize;
+        match self {
+            CliError::Ipc { endpoint, source } => {
+                let endpoint = clean(endpoint);
+                match source {
+                    IpcError::ServerNotFound { .. } => {
+                        write!(f, "no server at {endpoint} (is procmond running?)")
+                    }
+                    IpcError::ConnectionRefused { .. } => write!(
+                        f,
+                        "connection refused by {endpoint} (stale socket: is procmond running?)"
+                    ),
+                    IpcError::PermissionDenied { .. } => write!(
+                        f,
+                        "permission denied for {endpoint} (run as a user allowed to reach procmond)"
+                    ),
+                    IpcError::ConnectionTimeout { .. } => {
+                        write!(f, "timed out connecting to {endpoint}")
+                    }
+                    IpcError::DeadlineExceeded { after_ms } => {
+                        write!(f, "no answer from {endpoint} within {after_ms} ms")
+                    }
+                    IpcError::Status(status) => write!(
+                        f,
+                        "{endpoint} refused the call: {}",
+                        clean(&status.to_string())
+                    ),
+                    IpcError::Config { field, reason } => write!(
+                        f,
+                        "cannot use endpoint {endpoint}: {field}: {}",
+                        clean(reason)
+                    ),
+                    // Busy and Handshake name the endpoint themselves.
+                    IpcError::Busy { .. } | IpcError::Handshake { .. } => {
+                        write!(f, "{}", clean(&source.to_string()))
+                    }
+                    other => write!(f, "talking to {endpoint}: {}", clean(&other.to_string())),
+                }
+            }
+            CliError::HashMismatch {
+                path,
+                algorithm,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "{}: {} mismatch: expected {expected}, got {}",
+                clean(path),
+                clean(algorithm),
+                clean(actual)
+            ),
+            CliError::HashFailed { path, reason } => {
+                write!(f, "cannot hash {}: {}", clean(path), clean(reason))
+            }
+            CliError::BadPath { path, reason } => {
+                write!(f, "bad path {}: {reason}", clean(&path.to_string_lossy()))
+            }
+            CliError::Runtime(e) => write!(f, "cannot start the async runtime: {e}"),
+            CliError::Json(e) => write!(f, "cannot encode the records as JSON: {e}"),
+            CliError::Output(e) => write!(f, "cannot write the output: {e}"),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let outcome = run(cli).and_then(|text| emit(&text));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // Nothing better to do if stderr itself is gone.
+            let _ = writeln!(io::stderr().lock(), "error: {error}");
+            error.exit_code()
+        }
+    }
+}
+
+/// Logs from the runtime go to stderr; silent unless `RUST_LOG` asks (default `warn`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+}
+
+/// Writes `text` to stdout. A closed pipe (`daemoneye-cli processes | head`) is not an
+/// error: the reader has what it wanted.
+fn emit(text: &str) -> Result<(), CliError> {
+    let mut stdout = io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(CliError::Output(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Runs the command and returns what to print on stdout.
+fn run(cli: Cli) -> Result<String, CliError> {
+    if let Command::Describe = cli.command {
+        return Ok(format::describe(ProcessCollectorClient::DESCRIPTOR));
+    }
+    let config = IpcConfig {
+        call_timeout_ms: cli.timeout_ms,
+        accept_timeout_ms: cli.timeout_ms,
+        ..IpcConfig::with_endpoint(cli.endpoint)
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?;
+    runtime.block_on(async {
+        let ipc = |source| CliError::Ipc {
+            endpoint: config.endpoint_path.clone(),
+            source,
+        };
+        let client = ProcessCollectorClient::connect(&config)
+            .await
+            .map_err(ipc)?;
+        match cli.command {
+            Command::Processes {
+                names,
+                pids,
+                exe_pattern,
+                json,
+            } => {
+                let filter = ProcessFilter {
+                    process_names: names,
+                    pids,
+                    executable_pattern: exe_pattern,
+                };
+                let mut list = client.enumerate_processes(filter).await.map_err(ipc)?;
+                list.processes.sort_by_key(|record| record.pid);
+                if json {
+                    let mut text =
+                        serde_json::to_string_pretty(&list.processes).map_err(CliError::Json)?;
+                    text.push('\n');
+                    Ok(text)
+                } else {
+                    Ok(format::process_table(&list.processes))
+                }
+            }
+            Command::Hash {
+                path,
+                algorithm,
+                expect,
+            } => {
+                let absolute = absolute_utf8(&path)?;
+                let shown = path.to_string_lossy().into_owned();
+                let request = HashRequest {
+                    path: absolute,
+                    algorithm,
+                    expected_hash: expect.clone(),
+                };
+                let result = client.check_hash(request).await.map_err(ipc)?;
+                hash_outcome(result, expect.as_deref(), &shown)
+            }
+            Command::Describe => Ok(format::describe(ProcessCollectorClient::DESCRIPTOR)),
+        }
+    })
+}
+
+/// What `hash` prints for the collector's `result` on the file shown to the user as
+/// `shown`: the sha256sum-style line, or why not.
+///
+/// With `expect`, a returned hash decides by itself (compared case-insensitively),
+/// whatever the collector's `success` says about its own comparison; without a hash
+/// value, or without `expect` and `success == false`, the collector's error is reported.
+fn hash_outcome(result: HashResult, expect: Option<&str>, shown: &str) -> Result<String, CliError> {
+    let actual = result.hash_value.as_str();
+    let hashed = !actual.is_empty();
+    match expect {
+        Some(expected) if hashed && !actual.eq_ignore_ascii_case(expected) => {
+            Err(CliError::HashMismatch {
+                path: shown.to_owned(),
+                algorithm: if result.algorithm.is_empty() {
+                    "hash".to_owned()
+                } else {
+                    result.algorithm.clone()
+                },
+                expected: expected.to_owned(),
+                actual: actual.to_owned(),
+            })
+        }
+        _ if hashed && (expect.is_some() || result.success) => {
+            Ok(format!("{actual}  {}\n", format::sanitize(shown)))
+        }
+        _ => Err(CliError::HashFailed {
+            path: shown.to_owned(),
+            reason: result
+                .error_message
+                .filter(|message| !message.is_empty())
+                .unwrap_or_else(|| "the collector returned no hash".to_owned()),
+        }),
+    }
+}
+
+/// `path` made absolute against this process's working directory (not resolving
+/// symlinks or touching the file: the collector reports what it finds there), as UTF-8
+/// because the protocol carries paths as strings.
+fn absolute_utf8(path: &Path) -> Result<String, CliError> {
+    let bad = |reason: String| CliError::BadPath {
+        path: path.to_owned(),
+        reason,
+    };
+    let absolute = std::path::absolute(path).map_err(|e| bad(e.to_string()))?;
+    absolute
+        .into_os_string()
+        .into_string()
+        .map_err(|_| bad("not valid UTF-8 (the protocol carries paths as UTF-8)".to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn hex_parser() {
+        assert_eq!(parse_hex(" ABCdef01 ").as_deref(), Ok("abcdef01"));
+        assert!(parse_hex("").is_err());
+        assert!(parse_hex("xyz").is_err());
+    }
+
+    #[test]
+    fn processes_arguments_build_the_filter_fields() {
+        let cli = Cli::try_parse_from([
+            "daemoneye-cli",
+            "--endpoint",
+            "/tmp/x.sock",
+            "processes",
+            "--name",
+            "sshd",
+            "--name",
+            "bash",
+            "--pid",
+            "1",
+            "--exe-pattern",
+            "/usr/*",
+        ])
+        .expect("parses");
+        assert_eq!(cli.endpoint, "/tmp/x.sock");
+        assert_eq!(cli.timeout_ms, 10_000);
+        match cli.command {
+            Command::Processes {
+                names,
+                pids,
+                exe_pattern,
+                json,
+            } => {
+                assert_eq!(names, ["sshd", "bash"]);
+                assert_eq!(pids, [1]);
+                assert_eq!(exe_pattern.as_deref(), Some("/usr/*"));
+                assert!(!json);
+            }
+            other => panic!("wrong command {other:?}"),
+        }
+    }
+
+    #[test]
+    fn zero_timeout_is_rejected() {
+        assert!(Cli::try_parse_from(["daemoneye-cli", "--timeout-ms", "0", "describe"]).is_err());
+    }
+
+    #[test]
+    fn hash_outcomes() {
+        let result = |hash: &str, success: bool, error: Option<&str>| HashResult {
+            hash_value: hash.to_owned(),
+            algorithm: "sha256".to_owned(),
+            file_path: "/abs/f".to_owned(),
+            success,
+            error_message: error.map(str::to_owned),
+        };
+        let ok = hash_outcome(result("ab12", true, None), None, "f").expect("ok");
+        assert_eq!(ok, "ab12  f\n");
+        let ok = hash_outcome(result("ab12", true, None), Some("AB12"), "f").expect("ok");
+        assert_eq!(ok, "ab12  f\n");
+        // The collector reports its own comparison as a failure; the hash still decides.
+        let mismatch = result("ab12", false, Some("hash mismatch"));
+        let error = hash_outcome(mismatch, Some("cd34"), "f").expect_err("mismatch");
+        assert!(matches!(error, CliError::HashMismatch { .. }));
+        assert_eq!(
+            error.to_string(),
+            "f: sha256 mismatch: expected cd34, got ab12"
+        );
+        let failed = result("", false, Some("cannot open /abs/f: denied"));
+        let error = hash_outcome(failed, Some("cd34"), "f").expect_err("failed");
+        assert_eq!(
+            error.to_string(),
+            "cannot hash f: cannot open /abs/f: denied"
+        );
+        let error = hash_outcome(result("", true, None), None, "f").expect_err("no hash");
+        assert_eq!(
+            error.to_string(),
+            "cannot hash f: the collector returned no hash"
+        );
+        let error = hash_outcome(result("ab12", false, Some("odd")), None, "f").expect_err("odd");
+        assert!(matches!(error, CliError::HashFailed { .. }));
+    }
+
+    #[test]
+    fn relative_paths_become_absolute() {
+        let absolute = absolute_utf8(Path::new("some/file")).expect("absolute");
+        assert!(Path::new(&absolute).is_absolute());
+        assert!(absolute.ends_with("some/file"));
+    }
+
+    #[test]
+    fn error_messages_name_the_endpoint_on_one_line() {
+        let endpoint = "/run/x/procmond.sock".to_owned();
+        let cases = [
+            IpcError::ServerNotFound {
+                endpoint: endpoint.clone(),
+            },
+            IpcError::DeadlineExceeded { after_ms: 10 },
+            IpcError::PeerClosed,
+            IpcError::Status(daemoneye_ipc::Status::not_found("no\nsuch")),
+        ];
+        for source in cases {
+            let message = CliError::Ipc {
+                endpoint: endpoint.clone(),
+                source,
+            }
+            .to_string();
+            assert!(message.contains(&endpoint), "{message}");
+            assert!(!message.contains('\n'), "{message}");
+        }
+        let message = CliError::Ipc {
+            endpoint: endpoint.clone(),
+            source: IpcError::ServerNotFound { endpoint },
+        }
+        .to_string();
+        assert_eq!(
+            message,
+            "no server at /run/x/procmond.sock (is procmond running?)"
+        );
+    }
+}

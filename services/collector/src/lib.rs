@@ -3,22 +3,56 @@
 //!
 //! The trait is the whole contract; `#[ipc_service]` generates
 //! [`ProcessCollectorClient`] and [`ProcessCollectorServer`] from it.
+//! [`SystemCollector`] is the implementation `procmond` serves: it enumerates processes
+//! with `sysinfo` and hashes files with SHA-256 (see its `ProcessCollector` impl for the
+//! exact semantics of each method).
+//!
+//! ```no_run
+//! use daemoneye_collector::{ProcessCollectorServer, SystemCollector};
+//! use daemoneye_ipc::{IpcConfig, Server};
+//!
+//! # async fn run() -> Result<(), daemoneye_ipc::IpcError> {
+//! let config = IpcConfig::with_endpoint("/tmp/procmond.sock");
+//! let server = Server::bind(&config, ProcessCollectorServer::new(SystemCollector::new()))?;
+//! server.serve().await
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+mod collector;
+mod enumerate;
+mod filter;
+mod hash;
+mod task;
+#[cfg(test)]
+mod tests;
+
+pub use collector::SystemCollector;
+pub use hash::{DEFAULT_HASH_ALGORITHM, HASH_BUFFER_BYTES};
 
 use daemoneye_ipc::{ipc_service, Status};
-use daemoneye_proto::{DetectionResult, DetectionTask, HashRequest, HashResult, ProcessFilter, ProcessList};
+use daemoneye_proto::{
+    DetectionResult, DetectionTask, HashRequest, HashResult, ProcessFilter, ProcessList,
+};
 
 /// Collects process data from the operating system (DaemonEye's `procmond`).
 #[ipc_service(name = "daemoneye.ProcessCollector")]
 pub trait ProcessCollector {
     /// Lists the processes that match `filter`: any of its names, any of its pids, and
     /// the executable glob when set; an empty filter matches every process.
+    #[ipc(idempotent)]
     async fn enumerate_processes(&self, filter: ProcessFilter) -> Result<ProcessList, Status>;
 
     /// Hashes the file at `request.path` (sha256 unless `algorithm` says otherwise) and,
     /// when `expected_hash` is set, reports whether it matches.
+    #[ipc(idempotent)]
     async fn check_hash(&self, request: HashRequest) -> Result<HashResult, Status>;
 
     /// The seed's entry point: runs a `DetectionTask` and answers a `DetectionResult`
     /// with the task's `task_id` (seed: Protobuf IPC Implementation, DetectionTask).
+    ///
+    /// Also served to seed-era agents that send bare `DetectionTask` frames with no
+    /// envelope or handshake; they get bare `DetectionResult` frames back.
+    #[ipc(idempotent, bare)]
     async fn run_task(&self, task: DetectionTask) -> Result<DetectionResult, Status>;
 }

@@ -1,8 +1,8 @@
-use daemoneye_ipc::{ipc_service, Status};
+use daemoneye_ipc::ipc_service;
 
 #[ipc_service]
 pub trait Probe {
-    async fn check<M>(&self, request: M) -> Result<(), Status>;
+    async fn check<M>(&self, request: M) -> Result<(), daemoneye_ipc::Status>;
 }
 
 fn main() {}

@@ -1,9 +1,9 @@
-use daemoneye_ipc::{ipc_service, Status};
+use daemoneye_ipc::ipc_service;
 
 #[ipc_service]
 pub trait Probe {
-    async fn check() -> Result<(), Status>;
-    async fn check_request(request: u32) -> Result<(), Status>;
+    async fn check() -> Result<(), daemoneye_ipc::Status>;
+    async fn check_request(request: u32) -> Result<(), daemoneye_ipc::Status>;
 }
 
 fn main() {}

@@ -1,8 +1,8 @@
-use daemoneye_ipc::{ipc_service, Status};
+use daemoneye_ipc::ipc_service;
 
 #[ipc_service]
 pub trait Probe {
-    fn check(&self) -> Result<(), Status>;
+    fn check(&self) -> Result<(), daemoneye_ipc::Status>;
 }
 
 fn main() {}

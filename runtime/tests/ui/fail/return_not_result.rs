@@ -1,4 +1,4 @@
-use daemoneye_ipc::{ipc_service, Status};
+use daemoneye_ipc::ipc_service;
 
 #[ipc_service]
 pub trait Probe {

@@ -1,8 +1,8 @@
-use daemoneye_ipc::{ipc_service, Status};
+use daemoneye_ipc::ipc_service;
 
 #[ipc_service(foo = "x")]
 pub trait Probe {
-    async fn check(&self) -> Result<(), Status>;
+    async fn check(&self) -> Result<(), daemoneye_ipc::Status>;
 }
 
 fn main() {}

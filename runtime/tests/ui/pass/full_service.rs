@@ -24,7 +24,7 @@ pub trait Probe {
     /// Echoes the text.
     async fn ping(&self, request: Ping) -> Result<Pong, Status>;
     /// Reports health; takes no request.
-    #[ipc(id = 10)]
+    #[ipc(id = 10, idempotent)]
     async fn health(&self) -> Result<Pong, Status>;
     async fn after(&self, request: Ping) -> Result<Pong, Status>;
 }

@@ -1,0 +1,241 @@
+//! Peer identity and the policy that decides which local processes may connect
+//! (seed: IPC, Security Features: "ensure processes run as same user or with
+//! appropriate privileges").
+//!
+//! The server reads the connecting process's credentials from the OS when it accepts a
+//! connection (`SO_PEERCRED` on Linux, `getpeereid`/`LOCAL_PEERCRED` on the BSDs and
+//! macOS) and checks them against its [`PeerPolicy`] before reading anything else; a
+//! refused peer gets a `PERMISSION_DENIED` status in place of the handshake answer
+//! ([`IpcError::PermissionDenied`](crate::IpcError::PermissionDenied) on the client).
+//! Handlers can ask who called them with [`caller`].
+
+use std::fmt;
+
+/// Who is on the other end of a connection, as the OS reports it at accept time.
+///
+/// A field is `None` where the platform does not report it (Windows has no uid/gid).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PeerIdentity {
+    /// Effective user id of the peer process.
+    pub uid: Option<u32>,
+    /// Effective group id of the peer process.
+    pub gid: Option<u32>,
+    /// Process id of the peer (informational: pids are reused, never authorise by it).
+    pub pid: Option<u32>,
+}
+
+impl fmt::Display for PeerIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let show = |v: Option<u32>| v.map_or_else(|| "?".to_owned(), |v| v.to_string());
+        write!(
+            f,
+            "uid={} gid={} pid={}",
+            show(self.uid),
+            show(self.gid),
+            show(self.pid)
+        )
+    }
+}
+
+impl PeerIdentity {
+    /// Reads the credentials of the peer of `stream`.
+    ///
+    /// # Errors
+    /// The OS error when the credentials cannot be read.
+    pub(crate) fn of(
+        stream: &interprocess::local_socket::tokio::Stream,
+    ) -> std::io::Result<PeerIdentity> {
+        use interprocess::local_socket::traits::StreamCommon;
+        let creds = stream.peer_creds()?;
+        #[cfg(unix)]
+        let (uid, gid) = (creds.euid(), creds.egid());
+        #[cfg(not(unix))]
+        let (uid, gid) = (None, None);
+        Ok(PeerIdentity {
+            uid,
+            gid,
+            pid: creds.pid().and_then(|pid| u32::try_from(pid).ok()),
+        })
+    }
+}
+
+/// Which peers a server accepts.
+///
+/// The default accepts the server's own effective uid and root (uid 0): the owner-only
+/// socket mode already keeps others out on Unix, and this check holds even if the
+/// socket's mode or directory were loosened. Allow-lists add uids and gids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerPolicy {
+    allow_any: bool,
+    allow_same_uid: bool,
+    allow_root: bool,
+    uids: Vec<u32>,
+    gids: Vec<u32>,
+}
+
+impl Default for PeerPolicy {
+    fn default() -> Self {
+        Self::same_user()
+    }
+}
+
+impl PeerPolicy {
+    /// Accepts the server's effective uid and root.
+    pub fn same_user() -> Self {
+        Self {
+            allow_any: false,
+            allow_same_uid: true,
+            allow_root: true,
+            uids: Vec::new(),
+            gids: Vec::new(),
+        }
+    }
+
+    /// Accepts every peer that can open the endpoint (file permissions still apply).
+    pub fn any() -> Self {
+        Self {
+            allow_any: true,
+            ..Self::same_user()
+        }
+    }
+
+    /// Accepts only the uids and gids added with [`allow_uid`](Self::allow_uid) and
+    /// [`allow_gid`](Self::allow_gid) (not even the server's own uid or root).
+    pub fn only_listed() -> Self {
+        Self {
+            allow_any: false,
+            allow_same_uid: false,
+            allow_root: false,
+            uids: Vec::new(),
+            gids: Vec::new(),
+        }
+    }
+
+    /// Also accepts peers running as `uid`.
+    pub fn allow_uid(mut self, uid: u32) -> Self {
+        self.uids.push(uid);
+        self
+    }
+
+    /// Also accepts peers whose effective group is `gid`.
+    pub fn allow_gid(mut self, gid: u32) -> Self {
+        self.gids.push(gid);
+        self
+    }
+
+    /// Whether `peer` may connect to a server running as effective uid `server_uid`.
+    ///
+    /// # Errors
+    /// Why not, for the refusal message and the log.
+    pub fn check(&self, peer: &PeerIdentity, server_uid: Option<u32>) -> Result<(), String> {
+        if self.allow_any {
+            return Ok(());
+        }
+        if cfg!(not(unix)) && peer.uid.is_none() && self.uids.is_empty() && self.gids.is_empty() {
+            // Windows: the pipe's security descriptor restricts access to the user.
+            return Ok(());
+        }
+        let uid_ok = peer.uid.is_some_and(|uid| {
+            (self.allow_same_uid && Some(uid) == server_uid)
+                || (self.allow_root && uid == 0)
+                || self.uids.contains(&uid)
+        });
+        let gid_ok = peer.gid.is_some_and(|gid| self.gids.contains(&gid));
+        if uid_ok || gid_ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "peer {peer} is not allowed by the server's peer policy"
+            ))
+        }
+    }
+}
+
+tokio::task_local! {
+    static CALLER: PeerIdentity;
+}
+
+/// The identity of the process whose call the current handler is running, or `None`
+/// outside a handler.
+///
+/// ```
+/// # use daemoneye_ipc::Status;
+/// async fn whoami() -> Result<String, Status> {
+///     let caller = daemoneye_ipc::peer::caller().ok_or_else(|| Status::internal("not in a call"))?;
+///     Ok(caller.to_string())
+/// }
+/// ```
+pub fn caller() -> Option<PeerIdentity> {
+    CALLER.try_with(|caller| *caller).ok()
+}
+
+/// Runs `call` with `identity` as its [`caller`].
+pub(crate) async fn with_caller<F: std::future::Future>(
+    identity: PeerIdentity,
+    call: F,
+) -> F::Output {
+    CALLER.scope(identity, call).await
+}
+
+/// The effective uid of this process, where there is one.
+pub(crate) fn own_uid() -> Option<u32> {
+    #[cfg(unix)]
+    {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        Some(unsafe { libc::geteuid() })
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(uid: u32, gid: u32) -> PeerIdentity {
+        PeerIdentity {
+            uid: Some(uid),
+            gid: Some(gid),
+            pid: Some(42),
+        }
+    }
+
+    #[test]
+    fn default_accepts_same_uid_and_root_only() {
+        let policy = PeerPolicy::default();
+        assert!(policy.check(&peer(1000, 1000), Some(1000)).is_ok());
+        assert!(policy.check(&peer(0, 0), Some(1000)).is_ok());
+        let refused = policy.check(&peer(1001, 1001), Some(1000)).unwrap_err();
+        assert!(refused.contains("uid=1001"), "{refused}");
+        assert!(policy.check(&PeerIdentity::default(), Some(1000)).is_err() || cfg!(not(unix)));
+    }
+
+    #[test]
+    fn allow_lists_and_only_listed() {
+        let policy = PeerPolicy::same_user().allow_uid(1001).allow_gid(50);
+        assert!(policy.check(&peer(1001, 1), Some(1000)).is_ok());
+        assert!(policy.check(&peer(1002, 50), Some(1000)).is_ok());
+        assert!(policy.check(&peer(1002, 51), Some(1000)).is_err());
+        let strict = PeerPolicy::only_listed().allow_uid(7);
+        assert!(
+            strict.check(&peer(1000, 1000), Some(1000)).is_err(),
+            "not even self"
+        );
+        assert!(
+            strict.check(&peer(0, 0), Some(1000)).is_err(),
+            "not even root"
+        );
+        assert!(strict.check(&peer(7, 7), Some(1000)).is_ok());
+        assert!(PeerPolicy::any().check(&peer(5, 5), Some(1000)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn caller_is_scoped_to_the_call() {
+        assert_eq!(caller(), None);
+        let inside = with_caller(peer(3, 4), async { caller() }).await;
+        assert_eq!(inside, Some(peer(3, 4)));
+        assert_eq!(caller(), None);
+    }
+}

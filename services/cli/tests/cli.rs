@@ -1,0 +1,322 @@
+//! The real `daemoneye-cli` binary, run as a separate process against collectors served
+//! in this test process: a fake with fixed records (exact output) and the real
+//! `SystemCollector` (this process's own pid, real file hashing).
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::{Arc, Mutex},
+};
+
+use daemoneye_collector::{ProcessCollector, ProcessCollectorServer, SystemCollector};
+use daemoneye_ipc::{IpcConfig, Server, Status};
+use daemoneye_proto::{
+    DetectionResult, DetectionTask, HashRequest, HashResult, ProcessFilter, ProcessList,
+    ProcessRecord,
+};
+
+/// sha256("hello\n"), as printed by `sha256sum`.
+const HELLO_SHA256: &str = "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03";
+
+/// A collector with two fixed processes that records the filters it is sent.
+#[derive(Default)]
+struct Fake {
+    filters: Arc<Mutex<Vec<ProcessFilter>>>,
+}
+
+fn fake_records() -> Vec<ProcessRecord> {
+    // Deliberately not in pid order: the cli sorts.
+    vec![
+        ProcessRecord {
+            pid: 4242,
+            ppid: Some(77),
+            name: "bash".into(),
+            executable_path: None,
+            cpu_usage: None,
+            memory_usage: Some(2048),
+            user_id: Some("1000".into()),
+            accessible: true,
+            collection_time: 1_700_000_000_000,
+            ..ProcessRecord::default()
+        },
+        ProcessRecord {
+            pid: 77,
+            ppid: Some(1),
+            name: "sshd".into(),
+            executable_path: Some("/usr/sbin/sshd".into()),
+            command_line: vec!["/usr/sbin/sshd".into(), "-D".into()],
+            cpu_usage: Some(0.5),
+            memory_usage: Some(5 * 1024 * 1024),
+            user_id: Some("0".into()),
+            accessible: true,
+            file_exists: true,
+            collection_time: 1_700_000_000_000,
+            ..ProcessRecord::default()
+        },
+    ]
+}
+
+impl ProcessCollector for Fake {
+    async fn enumerate_processes(&self, filter: ProcessFilter) -> Result<ProcessList, Status> {
+        self.filters.lock().expect("lock").push(filter.clone());
+        let processes = fake_records()
+            .into_iter()
+            .filter(|r| filter.pids.is_empty() || filter.pids.contains(&r.pid))
+            .collect();
+        Ok(ProcessList { processes })
+    }
+    async fn check_hash(&self, _request: HashRequest) -> Result<HashResult, Status> {
+        Err(Status::unimplemented("the fake does not hash"))
+    }
+    async fn run_task(&self, _task: DetectionTask) -> Result<DetectionResult, Status> {
+        Err(Status::unimplemented("the fake runs no tasks"))
+    }
+}
+
+/// Serves `service` on a socket in `dir`; returns the endpoint. The listener exists when
+/// this returns, so a client may connect at once.
+fn serve<T: ProcessCollector>(dir: &Path, service: T) -> String {
+    let endpoint = dir.join("procmond.sock").to_string_lossy().into_owned();
+    let config = IpcConfig::with_endpoint(endpoint.clone());
+    let server = Server::bind(&config, ProcessCollectorServer::new(service)).expect("bind");
+    tokio::spawn(server.serve());
+    endpoint
+}
+
+/// Runs the cli with `args` (in `cwd` when given) on the blocking pool, so the server
+/// in this process keeps running meanwhile.
+async fn cli(args: &[&str], cwd: Option<&Path>) -> Output {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let cwd: Option<PathBuf> = cwd.map(Path::to_owned);
+    tokio::task::spawn_blocking(move || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_daemoneye-cli"));
+        command
+            .args(&args)
+            .env_remove("DAEMONEYE_ENDPOINT")
+            .env_remove("RUST_LOG");
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        command.output().expect("run daemoneye-cli")
+    })
+    .await
+    .expect("join")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).expect("utf-8 output")
+}
+
+#[tokio::test]
+async fn processes_json_is_exactly_the_records_and_sends_the_filter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = Fake::default();
+    let filters = fake.filters.clone();
+    let endpoint = serve(dir.path(), fake);
+
+    let out = cli(
+        &[
+            "--endpoint",
+            &endpoint,
+            "--timeout-ms",
+            "5000",
+            "processes",
+            "--pid",
+            "4242",
+            "--name",
+            "bash",
+            "--exe-pattern",
+            "/bin/*",
+            "--json",
+        ],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let records: Vec<ProcessRecord> = serde_json::from_str(&stdout).expect("stdout is JSON");
+    assert_eq!(records, vec![fake_records().remove(0)]);
+    assert_eq!(
+        filters.lock().expect("lock").as_slice(),
+        [ProcessFilter {
+            process_names: vec!["bash".into()],
+            pids: vec![4242],
+            executable_pattern: Some("/bin/*".into()),
+        }]
+    );
+}
+
+#[tokio::test]
+async fn processes_table_is_sorted_and_aligned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let endpoint = serve(dir.path(), Fake::default());
+
+    let out = cli(&["--endpoint", &endpoint, "processes"], None).await;
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let expected = concat!(
+        " PID  PPID  USER   MEMORY  CPU%  NAME  EXECUTABLE\n",
+        "  77     1  0     5.0 MiB   0.5  sshd  /usr/sbin/sshd\n",
+        "4242    77  1000  2.0 KiB     -  bash  -\n",
+        "2 processes\n",
+    );
+    assert_eq!(text(&out.stdout), expected);
+}
+
+#[tokio::test]
+async fn real_collector_lists_this_process() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let endpoint = serve(dir.path(), SystemCollector::new());
+    let pid = std::process::id();
+
+    let out = cli(
+        &[
+            "--endpoint",
+            &endpoint,
+            "processes",
+            "--pid",
+            &pid.to_string(),
+            "--json",
+        ],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let records: Vec<ProcessRecord> = serde_json::from_str(&text(&out.stdout)).expect("JSON");
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].pid, pid);
+}
+
+#[tokio::test]
+async fn hash_checks_against_expect_and_exits_by_outcome() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let endpoint = serve(dir.path(), SystemCollector::new());
+    std::fs::write(dir.path().join("hello.txt"), "hello\n").expect("write");
+    let in_dir = Some(dir.path());
+
+    // Relative path: resolved against the cli's cwd, printed as given.
+    let out = cli(
+        &[
+            "--endpoint",
+            &endpoint,
+            "hash",
+            "hello.txt",
+            "--expect",
+            HELLO_SHA256,
+        ],
+        in_dir,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("{HELLO_SHA256}  hello.txt\n"));
+
+    // Upper-case expectation still matches.
+    let upper = HELLO_SHA256.to_ascii_uppercase();
+    let out = cli(
+        &[
+            "--endpoint",
+            &endpoint,
+            "hash",
+            "hello.txt",
+            "--expect",
+            &upper,
+        ],
+        in_dir,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+
+    let wrong = "0".repeat(64);
+    let out = cli(
+        &[
+            "--endpoint",
+            &endpoint,
+            "hash",
+            "hello.txt",
+            "--expect",
+            &wrong,
+        ],
+        in_dir,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("mismatch"), "{stderr}");
+    assert!(stderr.contains(HELLO_SHA256), "{stderr}");
+
+    let out = cli(&["--endpoint", &endpoint, "hash", "missing.txt"], in_dir).await;
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("error: cannot hash missing.txt"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[tokio::test]
+async fn no_server_is_a_one_line_error_naming_the_endpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let endpoint = dir
+        .path()
+        .join("nobody.sock")
+        .to_string_lossy()
+        .into_owned();
+
+    let out = cli(&["--endpoint", &endpoint, "processes"], None).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        text(&out.stderr),
+        format!("error: no server at {endpoint} (is procmond running?)\n")
+    );
+}
+
+#[tokio::test]
+async fn endpoint_comes_from_the_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let endpoint = dir.path().join("env.sock").to_string_lossy().into_owned();
+    let out = tokio::task::spawn_blocking({
+        let endpoint = endpoint.clone();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_daemoneye-cli"))
+                .args(["processes"])
+                .env("DAEMONEYE_ENDPOINT", endpoint)
+                .output()
+                .expect("run")
+        }
+    })
+    .await
+    .expect("join");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains(&endpoint));
+}
+
+#[tokio::test]
+async fn describe_needs_no_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let endpoint = dir
+        .path()
+        .join("nobody.sock")
+        .to_string_lossy()
+        .into_owned();
+    let out = cli(&["--endpoint", &endpoint, "describe"], None).await;
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let descriptor = daemoneye_collector::ProcessCollectorClient::DESCRIPTOR;
+    assert!(
+        stdout.starts_with("service:     daemoneye.ProcessCollector\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("schema hash: {:016x}\n", descriptor.schema_hash)),
+        "{stdout}"
+    );
+    for method in descriptor.methods {
+        let line = format!(
+            "  {}  {}({}) -> {}",
+            method.id, method.name, method.request, method.response
+        );
+        assert!(stdout.contains(&line), "missing {line:?} in {stdout}");
+    }
+}
