@@ -42,6 +42,7 @@ use tokio_util::{
 use crate::{
     codec::FrameCodec,
     envelope::{pb, Body, Envelope, HELLO_MAGIC, PROTOCOL_VERSION},
+    metrics::ServerMetrics,
     peer::{self, PeerIdentity, PeerPolicy},
     transport::{self, StreamHalf},
     IpcConfig, IpcError, ServiceDescriptor, Status,
@@ -98,6 +99,7 @@ pub struct Server<S> {
     service: Arc<S>,
     config: Arc<IpcConfig>,
     policy: Arc<PeerPolicy>,
+    metrics: Arc<ServerMetrics>,
 }
 
 impl<S: Service> Server<S> {
@@ -113,7 +115,14 @@ impl<S: Service> Server<S> {
             service: Arc::new(service),
             config: Arc::new(config.clone()),
             policy: Arc::new(PeerPolicy::default()),
+            metrics: Arc::default(),
         })
+    }
+
+    /// The server's live counters (connections, calls in flight, refusals); keep the
+    /// `Arc` to read them while the server runs.
+    pub fn metrics(&self) -> Arc<ServerMetrics> {
+        self.metrics.clone()
     }
 
     /// This server with another policy for which peers may connect (default:
@@ -152,6 +161,7 @@ impl<S: Service> Server<S> {
             service,
             config,
             policy,
+            metrics,
         } = self;
         let server_uid = peer::own_uid();
         let connections = Arc::new(Semaphore::new(config.max_connections));
@@ -198,14 +208,25 @@ impl<S: Service> Server<S> {
                     }),
                 Err(refusal) => {
                     tracing::warn!(%refusal, "refusing peer");
+                    metrics.refused_peer();
                     Err(refusal)
                 }
             };
+            if matches!(&admitted, Err(refusal) if refusal.code() == crate::Code::ResourceExhausted) {
+                metrics.refused_busy();
+            }
             match admitted {
                 Ok((identity, permit)) => {
                     let (service, config, stop) = (service.clone(), config.clone(), stop.clone());
+                    let metrics = metrics.clone();
                     tasks.spawn(async move {
-                        serve_connection(service, stream, identity, config, stop).await;
+                        let _open = metrics.connection();
+                        let shared = Shared {
+                            service,
+                            config,
+                            metrics: metrics.clone(),
+                        };
+                        serve_connection(shared, stream, identity, stop).await;
                         drop(permit);
                     });
                 }
@@ -315,6 +336,13 @@ fn lock(calls: &CallTable) -> std::sync::MutexGuard<'_, HashMap<u64, AbortHandle
     calls.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// What every connection of one server shares.
+struct Shared<S> {
+    service: Arc<S>,
+    config: Arc<IpcConfig>,
+    metrics: Arc<ServerMetrics>,
+}
+
 /// What a connection's first frame turned out to be.
 enum Opening {
     /// A daemoneye-ipc client: the handshake was answered and accepted.
@@ -329,21 +357,19 @@ type Reader = FramedRead<StreamHalf, FrameCodec>;
 type Writer = FramedWrite<StreamHalf, FrameCodec>;
 
 async fn serve_connection<S: Service>(
-    service: Arc<S>,
+    shared: Shared<S>,
     stream: Stream,
     identity: PeerIdentity,
-    config: Arc<IpcConfig>,
     stop: CancellationToken,
 ) {
+    let (service, config) = (&shared.service, &shared.config);
     let (read_half, write_half) = StreamHalf::pair(stream);
     let mut reader = FramedRead::new(read_half, codec(&config));
     let mut writer = FramedWrite::new(write_half, codec(&config));
-    match open(&*service, &mut reader, &mut writer, &config).await {
-        Opening::Envelopes => {
-            serve_envelopes(service, identity, reader, writer, config, stop).await
-        }
+    match open(&**service, &mut reader, &mut writer, config).await {
+        Opening::Envelopes => serve_envelopes(&shared, identity, reader, writer, stop).await,
         Opening::Bare(first) => {
-            let bare = serve_bare(&*service, first, reader, writer, &config, &stop);
+            let bare = serve_bare(&**service, first, reader, writer, config, &stop);
             peer::with_caller(identity, bare).await
         }
         Opening::Closed => {}
@@ -439,13 +465,13 @@ async fn serve_bare<S: Service>(
 }
 
 async fn serve_envelopes<S: Service>(
-    service: Arc<S>,
+    shared: &Shared<S>,
     identity: PeerIdentity,
     mut reader: Reader,
     writer: Writer,
-    config: Arc<IpcConfig>,
     stop: CancellationToken,
 ) {
+    let config = &*shared.config;
     let (outbound, queue) = mpsc::channel(config.max_in_flight);
     let writer_task = tokio::spawn(write_loop(writer, queue, config.write_timeout()));
     let slots = Arc::new(Semaphore::new(config.max_in_flight));
@@ -522,13 +548,21 @@ async fn serve_envelopes<S: Service>(
                         .await;
                     continue;
                 }
-                let (service, outbound, calls) = (service.clone(), outbound.clone(), calls.clone());
+                let (service, outbound, calls) =
+                    (shared.service.clone(), outbound.clone(), calls.clone());
+                let metrics = shared.metrics.clone();
                 tokio::spawn(async move {
-                    let call = peer::with_caller(identity, run_call(&*service, request, max_frame));
-                    if let Ok(answer) = Abortable::new(call, registration).await {
-                        let _ = outbound.send(Envelope::new(id, answer)).await;
+                    let running = metrics.call();
+                    let call = run_call(&*service, request, max_frame, &metrics);
+                    let call = peer::with_caller(identity, call);
+                    match Abortable::new(call, registration).await {
+                        Ok(answer) => {
+                            let _ = outbound.send(Envelope::new(id, answer)).await;
+                        }
+                        Err(_aborted) => metrics.cancelled(),
                     }
                     lock(&calls).remove(&id);
+                    drop(running);
                     drop(slot);
                 });
             }
@@ -546,6 +580,9 @@ async fn serve_envelopes<S: Service>(
     };
     if let Some(error) = &error {
         tracing::debug!(%error, "closing connection");
+        if !matches!(error, IpcError::PeerClosed) {
+            shared.metrics.protocol_error();
+        }
     }
     if draining {
         // Tell the client before answering what is in flight, so it sends no more.
@@ -580,7 +617,12 @@ impl Drop for AbortOnDrop {
 }
 
 /// Runs one call to completion: its answer, never a panic.
-async fn run_call<S: Service>(service: &S, request: pb::Request, max_frame: usize) -> Body {
+async fn run_call<S: Service>(
+    service: &S,
+    request: pb::Request,
+    max_frame: usize,
+    metrics: &ServerMetrics,
+) -> Body {
     let call = AssertUnwindSafe(service.call(request.method_id, request.payload)).catch_unwind();
     let result = if request.timeout_us == 0 {
         call.await
@@ -588,10 +630,13 @@ async fn run_call<S: Service>(service: &S, request: pb::Request, max_frame: usiz
         let deadline = Duration::from_micros(request.timeout_us);
         match tokio::time::timeout(deadline, call).await {
             Ok(result) => result,
-            Err(_) => Ok(Err(Status::deadline_exceeded(format!(
-                "handler did not finish within {} ms",
-                deadline.as_millis()
-            )))),
+            Err(_) => {
+                metrics.deadline_exceeded();
+                Ok(Err(Status::deadline_exceeded(format!(
+                    "handler did not finish within {} ms",
+                    deadline.as_millis()
+                ))))
+            }
         }
     };
     let result = result.unwrap_or_else(|_| Err(Status::internal("handler panicked")));

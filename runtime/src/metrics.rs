@@ -1,0 +1,104 @@
+//! Server counters, cheap enough to keep always on (relaxed atomics), for health checks,
+//! logs and tests ("afterwards nothing is left in any in-flight table").
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Live counters of one [`Server`](crate::Server); see [`Server::metrics`](crate::Server::metrics).
+#[derive(Debug, Default)]
+pub struct ServerMetrics {
+    connections_open: AtomicU64,
+    connections_total: AtomicU64,
+    refused_busy: AtomicU64,
+    refused_peer: AtomicU64,
+    protocol_errors: AtomicU64,
+    calls_in_flight: AtomicU64,
+    calls_total: AtomicU64,
+    calls_cancelled: AtomicU64,
+    calls_deadline_exceeded: AtomicU64,
+}
+
+/// A copy of [`ServerMetrics`] at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// Connections being served now.
+    pub connections_open: u64,
+    /// Connections admitted since the server started.
+    pub connections_total: u64,
+    /// Connections refused because `max_connections` were open.
+    pub refused_busy: u64,
+    /// Connections refused by the peer policy.
+    pub refused_peer: u64,
+    /// Connections closed because the peer broke framing or protocol (bad length, CRC,
+    /// garbage envelope, unexpected message) or went idle past the read timeout.
+    pub protocol_errors: u64,
+    /// Calls whose handler is running now, over all connections.
+    pub calls_in_flight: u64,
+    /// Calls started since the server started.
+    pub calls_total: u64,
+    /// Calls stopped by a client's cancel or by their connection closing.
+    pub calls_cancelled: u64,
+    /// Calls stopped because their deadline passed.
+    pub calls_deadline_exceeded: u64,
+}
+
+impl ServerMetrics {
+    /// The counters now.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        MetricsSnapshot {
+            connections_open: get(&self.connections_open),
+            connections_total: get(&self.connections_total),
+            refused_busy: get(&self.refused_busy),
+            refused_peer: get(&self.refused_peer),
+            protocol_errors: get(&self.protocol_errors),
+            calls_in_flight: get(&self.calls_in_flight),
+            calls_total: get(&self.calls_total),
+            calls_cancelled: get(&self.calls_cancelled),
+            calls_deadline_exceeded: get(&self.calls_deadline_exceeded),
+        }
+    }
+
+    pub(crate) fn refused_busy(&self) {
+        self.refused_busy.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn refused_peer(&self) {
+        self.refused_peer.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn protocol_error(&self) {
+        self.protocol_errors.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn cancelled(&self) {
+        self.calls_cancelled.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn deadline_exceeded(&self) {
+        self.calls_deadline_exceeded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an open connection until the guard is dropped.
+    pub(crate) fn connection(&self) -> Gauge<'_> {
+        self.connections_total.fetch_add(1, Ordering::Relaxed);
+        Gauge::new(&self.connections_open)
+    }
+
+    /// Counts a running call until the guard is dropped.
+    pub(crate) fn call(&self) -> Gauge<'_> {
+        self.calls_total.fetch_add(1, Ordering::Relaxed);
+        Gauge::new(&self.calls_in_flight)
+    }
+}
+
+/// Decrements its gauge when dropped, however the work it counts ends.
+pub(crate) struct Gauge<'a>(&'a AtomicU64);
+
+impl<'a> Gauge<'a> {
+    fn new(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Self(gauge)
+    }
+}
+
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
