@@ -364,8 +364,8 @@ async fn serve_connection<S: Service>(
 ) {
     let (service, config) = (&shared.service, &shared.config);
     let (read_half, write_half) = StreamHalf::pair(stream);
-    let mut reader = FramedRead::new(read_half, codec(&config));
-    let mut writer = FramedWrite::new(write_half, codec(&config));
+    let mut reader = FramedRead::new(read_half, codec(config));
+    let mut writer = FramedWrite::new(write_half, codec(config));
     match open(&**service, &mut reader, &mut writer, config).await {
         Opening::Envelopes => serve_envelopes(&shared, identity, reader, writer, stop).await,
         Opening::Bare(first) => {
