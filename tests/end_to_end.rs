@@ -136,3 +136,71 @@ async fn no_server_names_the_endpoint() {
     }
     assert!(err.to_string().contains(&endpoint));
 }
+
+#[tokio::test]
+async fn endpoints_are_owner_only_and_unsafe_directories_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A directory the server creates is 0700 and the socket 0600.
+    let nested = dir.path().join("run").join("calc.sock");
+    let config = IpcConfig::with_endpoint(nested.to_string_lossy());
+    let server = Server::bind(&config, CalcServer::new(CalcImpl::default())).expect("bind");
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(nested.parent().expect("dir")), 0o700);
+    assert_eq!(mode(&nested), 0o600);
+    // A live socket is never replaced.
+    let err = Server::bind(&config, CalcServer::new(CalcImpl::default())).expect_err("in use");
+    assert!(err.to_string().contains("already running"), "{err}");
+    drop(server);
+    assert!(!nested.exists(), "the listener removes its socket");
+
+    // A world-writable directory without the sticky bit is refused.
+    let open_dir = dir.path().join("open");
+    std::fs::create_dir(&open_dir).expect("mkdir");
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let config = IpcConfig::with_endpoint(open_dir.join("x.sock").to_string_lossy());
+    let err = Server::bind(&config, CalcServer::new(CalcImpl::default())).expect_err("unsafe dir");
+    assert!(
+        matches!(
+            err,
+            IpcError::Config {
+                field: "endpoint_path",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // An over-long path is a configuration error naming the field.
+    let long = format!("/tmp/{}.sock", "x".repeat(120));
+    let err = Server::bind(
+        &IpcConfig::with_endpoint(long),
+        CalcServer::new(CalcImpl::default()),
+    )
+    .expect_err("too long");
+    assert!(
+        matches!(
+            err,
+            IpcError::Config {
+                field: "endpoint_path",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_socket_file_is_replaced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("stale.sock");
+    // A socket file nobody listens on: bind a std listener and drop it without unlinking.
+    drop(std::os::unix::net::UnixListener::bind(&path).expect("bind std"));
+    assert!(path.exists());
+    let config = IpcConfig::with_endpoint(path.to_string_lossy());
+    let server = Server::bind(&config, CalcServer::new(CalcImpl::default())).expect("replaces it");
+    tokio::spawn(server.serve());
+    let client = CalcClient::connect(&config).await.expect("connect");
+    assert_eq!(client.calls().await.expect("call").calls, 0);
+}

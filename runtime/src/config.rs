@@ -72,7 +72,7 @@ use crate::IpcError;
 
 /// Every [`IpcConfig`] field, as spelt in files; `DAEMONEYE_` plus the upper-cased name
 /// is its environment variable. Kept in step with the struct by a unit test.
-const FIELDS: [&str; 10] = [
+const FIELDS: [&str; 11] = [
     "endpoint_path",
     "max_frame_bytes",
     "accept_timeout_ms",
@@ -83,6 +83,7 @@ const FIELDS: [&str; 10] = [
     "max_in_flight",
     "crc32_variant",
     "drain_timeout_ms",
+    "handler_timeout_ms",
 ];
 
 /// Prefix of the environment variables [`IpcConfig::load`] reads.
@@ -231,6 +232,11 @@ pub struct IpcConfig {
     /// Server: at shutdown, how long calls in flight may take to finish, in
     /// milliseconds. Default 5000 (5 s); 0 closes them at once.
     pub drain_timeout_ms: u64,
+    /// Server: longest a handler may run, in milliseconds, whatever deadline the client
+    /// sent (or when it sent none); past it the call is answered `DEADLINE_EXCEEDED`.
+    /// Separate from `read_timeout_ms`, which is about idle peers. Default 60000 (60 s);
+    /// must be greater than 0.
+    pub handler_timeout_ms: u64,
 }
 
 impl Default for IpcConfig {
@@ -246,6 +252,7 @@ impl Default for IpcConfig {
             max_in_flight: 128,
             crc32_variant: Crc32Variant::Castagnoli,
             drain_timeout_ms: 5_000,
+            handler_timeout_ms: 60_000,
         }
     }
 }
@@ -338,6 +345,7 @@ impl IpcConfig {
             ("read_timeout_ms", self.read_timeout_ms),
             ("write_timeout_ms", self.write_timeout_ms),
             ("call_timeout_ms", self.call_timeout_ms),
+            ("handler_timeout_ms", self.handler_timeout_ms),
         ] {
             if value == 0 {
                 return bad(field, "must be greater than 0");
@@ -368,6 +376,9 @@ impl IpcConfig {
     }
     pub(crate) fn call_timeout(&self) -> Duration {
         Duration::from_millis(self.call_timeout_ms)
+    }
+    pub(crate) fn handler_timeout(&self) -> Duration {
+        Duration::from_millis(self.handler_timeout_ms)
     }
 }
 

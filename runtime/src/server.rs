@@ -212,7 +212,8 @@ impl<S: Service> Server<S> {
                     Err(refusal)
                 }
             };
-            if matches!(&admitted, Err(refusal) if refusal.code() == crate::Code::ResourceExhausted) {
+            if matches!(&admitted, Err(refusal) if refusal.code() == crate::Code::ResourceExhausted)
+            {
                 metrics.refused_busy();
             }
             match admitted {
@@ -482,6 +483,7 @@ async fn serve_envelopes<S: Service>(
         writer: writer_task.abort_handle(),
     };
     let max_frame = config.max_frame_bytes;
+    let handler_timeout = config.handler_timeout();
 
     // `Some(error)`: the peer broke the protocol or the connection failed; `None` with
     // `draining`: the server is shutting down; `None` otherwise: the peer closed.
@@ -553,7 +555,7 @@ async fn serve_envelopes<S: Service>(
                 let metrics = shared.metrics.clone();
                 tokio::spawn(async move {
                     let running = metrics.call();
-                    let call = run_call(&*service, request, max_frame, &metrics);
+                    let call = run_call(&*service, request, max_frame, handler_timeout, &metrics);
                     let call = peer::with_caller(identity, call);
                     match Abortable::new(call, registration).await {
                         Ok(answer) => {
@@ -621,22 +623,23 @@ async fn run_call<S: Service>(
     service: &S,
     request: pb::Request,
     max_frame: usize,
+    handler_timeout: Duration,
     metrics: &ServerMetrics,
 ) -> Body {
     let call = AssertUnwindSafe(service.call(request.method_id, request.payload)).catch_unwind();
-    let result = if request.timeout_us == 0 {
-        call.await
-    } else {
-        let deadline = Duration::from_micros(request.timeout_us);
-        match tokio::time::timeout(deadline, call).await {
-            Ok(result) => result,
-            Err(_) => {
-                metrics.deadline_exceeded();
-                Ok(Err(Status::deadline_exceeded(format!(
-                    "handler did not finish within {} ms",
-                    deadline.as_millis()
-                ))))
-            }
+    // The client's deadline, capped by the server's own limit on handlers.
+    let limit = match request.timeout_us {
+        0 => handler_timeout,
+        us => Duration::from_micros(us).min(handler_timeout),
+    };
+    let result = match tokio::time::timeout(limit, call).await {
+        Ok(result) => result,
+        Err(_) => {
+            metrics.deadline_exceeded();
+            Ok(Err(Status::deadline_exceeded(format!(
+                "handler did not finish within {} ms",
+                limit.as_millis()
+            ))))
         }
     };
     let result = result.unwrap_or_else(|_| Err(Status::internal("handler panicked")));

@@ -76,11 +76,13 @@ fn prepare_unix_path(endpoint: &str) -> Result<(), IpcError> {
     let path = Path::new(endpoint);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
+            // umask can only remove bits: the directory is never more open than 0700.
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)?;
         }
+        check_socket_dir(dir)?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
@@ -103,6 +105,39 @@ fn prepare_unix_path(endpoint: &str) -> Result<(), IpcError> {
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Refuses a socket directory that another user could tamper with: one owned by
+/// someone other than this user or root, or writable by group or others without the
+/// sticky bit (which would let them replace the socket).
+#[cfg(unix)]
+fn check_socket_dir(dir: &std::path::Path) -> Result<(), IpcError> {
+    use std::os::unix::fs::MetadataExt;
+
+    let meta = std::fs::metadata(dir)?;
+    let own = crate::peer::own_uid().unwrap_or(0);
+    let reason = if !meta.is_dir() {
+        Some("is not a directory".to_owned())
+    } else if meta.uid() != own && meta.uid() != 0 {
+        Some(format!(
+            "is owned by uid {}, not by this user or root",
+            meta.uid()
+        ))
+    } else if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
+        Some(format!(
+            "is writable by group or others (mode {:o}) without the sticky bit",
+            meta.mode() & 0o7777
+        ))
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(IpcError::Config {
+            field: "endpoint_path",
+            reason: format!("socket directory {} {reason}", dir.display()),
+        }),
+        None => Ok(()),
     }
 }
 
