@@ -11,6 +11,11 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(name = "procmond", version)]
 pub struct Cli {
+    /// IPC settings file (.toml, .yaml or .yml), read before DAEMONEYE_* variables and
+    /// these flags, which override it; see `IpcConfig::load` for the keys
+    #[arg(long, value_name = "FILE", env = "DAEMONEYE_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+
     /// Socket path to serve on [default: /var/run/daemoneye/procmond.sock as root,
     /// else $XDG_RUNTIME_DIR/daemoneye/procmond.sock or /tmp/daemoneye-<uid>/procmond.sock]
     #[arg(long, value_name = "PATH", env = "DAEMONEYE_ENDPOINT")]
@@ -49,7 +54,19 @@ mod tests {
 
     #[test]
     fn options_parse() {
-        let cli = parse(&["--endpoint", "/tmp/x.sock", "--max-connections", "4"]).expect("valid");
+        let cli = parse(&[
+            "--endpoint",
+            "/tmp/x.sock",
+            "--max-connections",
+            "4",
+            "--config",
+            "/etc/d.toml",
+        ])
+        .expect("valid");
+        assert_eq!(
+            cli.config.as_deref(),
+            Some(std::path::Path::new("/etc/d.toml"))
+        );
         assert_eq!(cli.endpoint.as_deref(), Some("/tmp/x.sock"));
         assert_eq!(cli.max_connections.map(NonZeroUsize::get), Some(4));
     }

@@ -13,7 +13,7 @@ use std::{io::IsTerminal, process::ExitCode};
 
 use clap::Parser;
 use daemoneye_collector::{ProcessCollectorServer, SystemCollector};
-use daemoneye_ipc::{config::default_endpoint, IpcConfig, Server};
+use daemoneye_ipc::{IpcConfig, Server};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::Cli;
@@ -56,7 +56,11 @@ fn fail(message: String) -> ExitCode {
 /// A readable message when the signal handlers cannot be installed or the endpoint
 /// cannot be bound.
 async fn run(cli: Cli) -> Result<(), String> {
-    let mut config = IpcConfig::with_endpoint(cli.endpoint.unwrap_or_else(default_endpoint));
+    // Defaults < --config file < DAEMONEYE_* variables < flags.
+    let mut config = IpcConfig::load(cli.config.as_deref()).map_err(|error| error.to_string())?;
+    if let Some(endpoint) = cli.endpoint {
+        config.endpoint_path = endpoint;
+    }
     if let Some(max) = cli.max_connections {
         config.max_connections = max.get();
     }
