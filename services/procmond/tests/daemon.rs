@@ -220,5 +220,8 @@ async fn unusable_endpoint_exits_with_a_readable_error() {
         stderr.contains("cannot serve on") && stderr.contains(&*endpoint.to_string_lossy()),
         "{stderr}"
     );
-    assert!(stderr.to_lowercase().contains("not a directory"), "{stderr}");
+    assert!(
+        stderr.to_lowercase().contains("not a directory"),
+        "{stderr}"
+    );
 }
