@@ -2,34 +2,22 @@
 //! no handshake) and must get bare `DetectionResult` frames back, its `task_id` echoed
 //! (DESIGN.md, Wire protocol: Compatibility).
 
+mod support;
+
 use daemoneye_collector::{ProcessCollectorServer, SystemCollector};
 use daemoneye_ipc::{IpcConfig, Server};
 use daemoneye_proto::{DetectionResult, DetectionTask, HashCheck, ProcessFilter, TaskType};
 use prost::Message;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::UnixStream,
-};
+use tokio::net::UnixStream;
 
 /// The seed's writer: `[u32 LE len][u32 LE crc32c][protobuf]`.
 async fn send(stream: &mut UnixStream, task: &DetectionTask) {
-    let bytes = task.encode_to_vec();
-    let mut frame = Vec::with_capacity(8 + bytes.len());
-    frame.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
-    frame.extend_from_slice(&bytes);
-    stream.write_all(&frame).await.expect("write");
+    support::write_frame(stream, &task.encode_to_vec()).await;
 }
 
 async fn receive(stream: &mut UnixStream) -> DetectionResult {
-    let mut header = [0u8; 8];
-    stream.read_exact(&mut header).await.expect("header");
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).await.expect("body");
-    assert_eq!(crc32c::crc32c(&body), crc);
-    DetectionResult::decode(&body[..]).expect("a bare DetectionResult")
+    let payload = support::read_frame(stream).await;
+    DetectionResult::decode(&payload[..]).expect("a bare DetectionResult")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

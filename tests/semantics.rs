@@ -1,6 +1,8 @@
 //! Call semantics over real sockets: deadlines, cancellation, busy, handshake refusal,
 //! graceful shutdown, and seed-era bare frames.
 
+mod support;
+
 use std::{
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -11,10 +13,8 @@ use std::{
 
 use daemoneye_ipc::{ipc_service, Code, IpcConfig, IpcError, Server, Status};
 use prost::Message;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::UnixStream,
-};
+use support::{read_frame, write_frame};
+use tokio::{io::AsyncReadExt, net::UnixStream};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Job {
@@ -219,27 +219,6 @@ async fn graceful_shutdown_finishes_calls_in_flight_and_removes_the_socket() {
         ),
         "{err:?}"
     );
-}
-
-/// Writes one frame by hand: `[u32 LE len][u32 LE CRC32C][payload]`.
-async fn write_frame(stream: &mut UnixStream, payload: &[u8]) {
-    let mut frame = Vec::with_capacity(8 + payload.len());
-    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
-    frame.extend_from_slice(payload);
-    stream.write_all(&frame).await.expect("write");
-}
-
-/// Reads one frame by hand, checking its CRC.
-async fn read_frame(stream: &mut UnixStream) -> Vec<u8> {
-    let mut header = [0u8; 8];
-    stream.read_exact(&mut header).await.expect("header");
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    let mut payload = vec![0u8; len];
-    stream.read_exact(&mut payload).await.expect("payload");
-    assert_eq!(crc32c::crc32c(&payload), crc, "frame CRC");
-    payload
 }
 
 #[tokio::test]

@@ -239,7 +239,10 @@ impl<S: Service> Server<S> {
                             drop(permit);
                         });
                     }
-                    Err(_) => drop(stream),
+                    // Too many refusals under way: still say why, without a task or
+                    // a wait. The frame fits any fresh socket buffer; the client reads
+                    // it before it sees the close.
+                    Err(_) => refuse_now(stream, &refusal, &config),
                 },
             }
         }
@@ -280,6 +283,17 @@ async fn refuse(stream: Stream, status: Status, config: &IpcConfig) {
         exchange,
     )
     .await;
+}
+
+/// Writes `status` to a fresh connection without waiting, then closes it.
+fn refuse_now(stream: Stream, status: &Status, config: &IpcConfig) {
+    use tokio::io::AsyncWriteExt;
+    use tokio_util::codec::Encoder;
+    let mut frame = bytes::BytesMut::new();
+    let refusal = Envelope::new(0, Body::Status(status.to_wire()));
+    if codec(config).encode(refusal, &mut frame).is_ok() {
+        let _ = (&stream).write(&frame).now_or_never();
+    }
 }
 
 /// The server's verdict on a connection's first frame.
@@ -367,7 +381,15 @@ async fn serve_connection<S: Service>(
     let (read_half, write_half) = StreamHalf::pair(stream);
     let mut reader = FramedRead::new(read_half, codec(config));
     let mut writer = FramedWrite::new(write_half, codec(config));
-    match open(&**service, &mut reader, &mut writer, config).await {
+    match open(
+        &**service,
+        &mut reader,
+        &mut writer,
+        config,
+        &shared.metrics,
+    )
+    .await
+    {
         Opening::Envelopes => serve_envelopes(&shared, identity, reader, writer, stop).await,
         Opening::Bare(first) => {
             let bare = serve_bare(&**service, first, reader, writer, config, &stop);
@@ -383,11 +405,15 @@ async fn open<S: Service>(
     reader: &mut Reader,
     writer: &mut Writer,
     config: &IpcConfig,
+    metrics: &ServerMetrics,
 ) -> Opening {
     let first = match tokio::time::timeout(config.accept_timeout(), reader.next()).await {
         Ok(Some(Ok(frame))) => frame,
         Ok(Some(Err(error))) => {
             tracing::debug!(%error, "bad first frame");
+            if !matches!(error, IpcError::PeerClosed) {
+                metrics.protocol_error();
+            }
             return Opening::Closed;
         }
         Ok(None) => return Opening::Closed,

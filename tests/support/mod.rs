@@ -1,0 +1,40 @@
+//! Raw frames written and read by hand, independently of the runtime's codec, so that
+//! tests speak the wire format exactly as the specification states it:
+//! `[u32 LE length][u32 LE CRC32C of the payload][payload]`.
+#![allow(dead_code)] // each test binary uses a part
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::UnixStream,
+};
+
+/// One frame around `payload`, with the CRC given.
+pub fn frame_with_crc(payload: &[u8], crc: u32) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(8 + payload.len());
+    frame.extend_from_slice(&u32::try_from(payload.len()).expect("small").to_le_bytes());
+    frame.extend_from_slice(&crc.to_le_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// One frame around `payload`, with its CRC32C.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    frame_with_crc(payload, crc32c::crc32c(payload))
+}
+
+/// Writes one frame around `payload`.
+pub async fn write_frame(stream: &mut UnixStream, payload: &[u8]) {
+    stream.write_all(&frame(payload)).await.expect("write");
+}
+
+/// Reads one frame, checking its CRC; returns the payload.
+pub async fn read_frame(stream: &mut UnixStream) -> Vec<u8> {
+    let mut header = [0u8; 8];
+    stream.read_exact(&mut header).await.expect("header");
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).await.expect("payload");
+    assert_eq!(crc32c::crc32c(&payload), crc, "frame CRC");
+    payload
+}
