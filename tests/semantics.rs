@@ -409,3 +409,41 @@ async fn a_peer_outside_the_policy_is_refused_before_any_request() {
         other => panic!("expected PermissionDenied, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn the_server_bounds_handlers_even_when_the_client_allows_more() {
+    let lab = start_with(|c| c.handler_timeout_ms = 50);
+    let client = LabClient::connect(&lab.config)
+        .await
+        .expect("connect")
+        .with_timeout(Duration::from_secs(30));
+    let err = client
+        .run(job("long", 60_000))
+        .await
+        .expect_err("server limit");
+    let status = err.status().expect("a status from the server");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status}");
+    until(&lab.counters, |c| c.abandoned.load(Ordering::SeqCst) == 1).await;
+}
+
+#[tokio::test]
+async fn a_full_connection_is_not_read_until_a_call_finishes() {
+    // Two calls at once per connection: the third waits for a slot (backpressure), it is
+    // not refused, and all three are answered.
+    let lab = start_with(|c| c.max_in_flight = 2);
+    let client = LabClient::connect(&lab.config).await.expect("connect");
+    let calls: Vec<_> = (0..3)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { client.run(job(&format!("bp-{i}"), 500)).await })
+        })
+        .collect();
+    until(&lab.counters, |c| c.started.load(Ordering::SeqCst) == 2).await;
+    // While two run, the third has not been read.
+    assert_eq!(lab.counters.started.load(Ordering::SeqCst), 2);
+    assert_eq!(lab.counters.finished.load(Ordering::SeqCst), 0);
+    for call in calls {
+        call.await.expect("task").expect("answered");
+    }
+    assert_eq!(lab.counters.started.load(Ordering::SeqCst), 3);
+}
