@@ -11,8 +11,8 @@
 //! handshake (default: the trait's name); `#[ipc(id = N)]` on a method pins its wire id
 //! (default: 1 + the previous method's id).
 //!
-//! Shape: parse the trait into a model ([`ast`]), validate it ([`valid`]), expand the
-//! model ([`expand`]); every error points at the user's own tokens.
+//! Shape: parse the trait into a model (`ast.rs`), validate it (`valid.rs`), expand the
+//! model (`expand.rs`); every error points at the user's own tokens.
 
 mod ast;
 mod expand;

@@ -1,5 +1,5 @@
 //! Transport errors: everything that can go wrong between two processes, as opposed to
-//! a handler's [`Status`](crate::Status).
+//! a handler's [`Status`].
 
 use std::{io, sync::Arc};
 

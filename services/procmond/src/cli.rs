@@ -17,7 +17,7 @@ pub struct Cli {
     pub config: Option<std::path::PathBuf>,
 
     /// Socket path to serve on [default: /var/run/daemoneye/procmond.sock as root,
-    /// else $XDG_RUNTIME_DIR/daemoneye/procmond.sock or /tmp/daemoneye-<uid>/procmond.sock]
+    /// else $XDG_RUNTIME_DIR/daemoneye/procmond.sock or /tmp/daemoneye-UID/procmond.sock]
     #[arg(long, value_name = "PATH", env = "DAEMONEYE_ENDPOINT")]
     pub endpoint: Option<String>,
 
