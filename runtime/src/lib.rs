@@ -89,3 +89,8 @@ pub mod __private {
         Bytes::from(message.encode_to_vec())
     }
 }
+
+/// Compiles the README's examples as doctests, so the front page cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
