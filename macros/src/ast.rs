@@ -33,6 +33,8 @@ pub struct Method {
     pub request: Option<(Box<Pat>, Box<Type>)>,
     /// `Resp` of `Result<Resp, Status>`.
     pub response: Type,
+    /// The whole return type, `Result<Resp, Status>` as written.
+    pub output: Box<Type>,
     /// The declaration as written (for validation spans and re-emission).
     pub item: TraitItemFn,
 }
@@ -144,7 +146,7 @@ impl Method {
             }
             None => None,
         };
-        let response = response_type(sig)?;
+        let (output, response) = response_type(sig)?;
         let (id, id_span) = match (id, default_id) {
             (Some(pinned), _) => pinned,
             (None, Some(next)) => (next, sig.ident.span()),
@@ -165,13 +167,14 @@ impl Method {
             bare,
             request,
             response,
+            output,
             item: function.clone(),
         })
     }
 }
 
-/// `Resp` from `-> Result<Resp, Status>`.
-fn response_type(sig: &syn::Signature) -> Result<Type> {
+/// The return type `Result<Resp, Status>` and its `Resp`.
+fn response_type(sig: &syn::Signature) -> Result<(Box<Type>, Type)> {
     const EXPECTED: &str = "expected `-> Result<Response, Status>`";
     let ty = match &sig.output {
         ReturnType::Type(_, ty) => ty,
@@ -210,7 +213,7 @@ fn response_type(sig: &syn::Signature) -> Result<Type> {
             "the error type must be `daemoneye_ipc::Status`",
         ));
     }
-    Ok(types[0].clone())
+    Ok((ty.clone(), types[0].clone()))
 }
 
 /// The doc comment in `attrs`, with rustdoc's leading space removed from each line.

@@ -3,7 +3,7 @@
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use sha2::{Digest, Sha256};
-use syn::{spanned::Spanned, ReturnType};
+use syn::spanned::Spanned;
 
 use crate::ast::{type_name, Method, Service};
 
@@ -35,10 +35,7 @@ fn rewrite_trait(service: &Service) -> TokenStream {
     let methods = service.methods.iter().map(|method| {
         let mut sig = method.item.sig.clone();
         sig.asyncness = None;
-        let output = match &sig.output {
-            ReturnType::Type(_, ty) => ty.clone(),
-            ReturnType::Default => unreachable_type(),
-        };
+        let output = &method.output;
         let span = sig.output.span();
         sig.output = syn::parse_quote_spanned! {span=>
             -> impl ::core::future::Future<Output = #output> + ::core::marker::Send
@@ -52,11 +49,6 @@ fn rewrite_trait(service: &Service) -> TokenStream {
             #(#methods)*
         }
     }
-}
-
-fn unreachable_type() -> Box<syn::Type> {
-    // `ast::response_type` rejects methods without a return type before expansion.
-    Box::new(syn::parse_quote!(()))
 }
 
 /// Contract fingerprint: first 8 bytes of SHA-256 over the service name and every

@@ -28,7 +28,8 @@ use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
 
 use crate::{
     codec::FrameCodec,
-    envelope::{pb, Body, Envelope, HELLO_MAGIC, PROTOCOL_VERSION},
+    config::millis,
+    envelope::{pb, Body, Envelope, ENVELOPE_OVERHEAD, HELLO_MAGIC, PROTOCOL_VERSION},
     resilience::{
         is_failure, is_retryable, BreakerConfig, BreakerState, CircuitBreaker, RateLimit,
         RetryPolicy,
@@ -192,8 +193,6 @@ impl Client {
     /// # Errors
     /// As for [`call`](Self::call), except `Decode`.
     pub async fn call_raw(&self, method_id: u32, payload: Bytes) -> Answer {
-        // Leave room for the envelope around the payload (ids, tags, lengths).
-        const ENVELOPE_OVERHEAD: usize = 32;
         let max = self.shared.config.max_frame_bytes;
         if payload.len() + ENVELOPE_OVERHEAD > max {
             return Err(IpcError::TooLarge {
@@ -241,7 +240,7 @@ impl Client {
     /// may have reached the server.
     async fn attempt(&self, method_id: u32, payload: Bytes, deadline: Instant) -> (Answer, bool) {
         let expired = || IpcError::DeadlineExceeded {
-            after_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+            after_ms: millis(self.timeout),
         };
         let remaining = deadline.saturating_duration_since(Instant::now());
         let connection = match tokio::time::timeout(remaining, self.connection()).await {
@@ -401,7 +400,7 @@ impl Connection {
         let timeout = config.accept_timeout();
         let stream = transport::connect(endpoint, timeout).await?;
         let (read_half, write_half) = StreamHalf::pair(stream);
-        let codec = FrameCodec::new(config.max_frame_bytes, config.crc32_variant);
+        let codec = FrameCodec::from_config(config);
         let mut reader = FramedRead::new(read_half, codec);
         let mut writer = FramedWrite::new(write_half, codec);
 
@@ -604,7 +603,7 @@ async fn write_loop(
                 Ok(result) => result,
                 Err(_) => Err(IpcError::Timeout {
                     operation: "write",
-                    after_ms: u64::try_from(write_timeout.as_millis()).unwrap_or(u64::MAX),
+                    after_ms: millis(write_timeout),
                 }),
             };
             if let Err(error) = result {

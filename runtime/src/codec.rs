@@ -38,6 +38,11 @@ impl FrameCodec {
         }
     }
 
+    /// The codec `config` asks for: its `max_frame_bytes` and `crc32_variant`.
+    pub fn from_config(config: &crate::IpcConfig) -> Self {
+        Self::new(config.max_frame_bytes, config.crc32_variant)
+    }
+
     /// The payload size limit, in bytes.
     pub fn max_frame_bytes(&self) -> usize {
         self.max_frame_bytes

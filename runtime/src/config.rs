@@ -585,6 +585,11 @@ fn extraction_error(error: figment::Error) -> IpcError {
     config_error(field, reason)
 }
 
+/// `duration` in whole milliseconds, saturating at `u64::MAX`.
+pub(crate) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The seed's endpoint when privileged, else a per-user one.
 ///
 /// - Unix, effective uid 0: `/var/run/daemoneye/procmond.sock` (seed: IPC, Default Paths).
@@ -599,8 +604,7 @@ pub fn default_endpoint() -> String {
 pub fn default_endpoint_for(name: &str) -> String {
     #[cfg(unix)]
     {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let uid = unsafe { libc::geteuid() };
+        let uid = crate::peer::euid();
         if uid == 0 {
             return format!("/var/run/daemoneye/{name}.sock");
         }

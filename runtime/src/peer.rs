@@ -177,17 +177,19 @@ pub(crate) async fn with_caller<F: std::future::Future>(
     CALLER.scope(identity, call).await
 }
 
-/// The effective uid of this process, where there is one.
+/// The effective uid of this process.
+#[cfg(unix)]
+pub(crate) fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The effective uid of this process, where the platform has uids.
 pub(crate) fn own_uid() -> Option<u32> {
     #[cfg(unix)]
-    {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        Some(unsafe { libc::geteuid() })
-    }
+    return Some(euid());
     #[cfg(not(unix))]
-    {
-        None
-    }
+    None
 }
 
 #[cfg(test)]

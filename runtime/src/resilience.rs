@@ -26,7 +26,7 @@ use governor::{
     Quota, RateLimiter,
 };
 
-use crate::{Code, IpcError};
+use crate::{config::millis, Code, IpcError};
 
 /// How a client retries a call that failed for a transient reason; see the
 /// [module docs](self) for which failures qualify.
@@ -83,15 +83,24 @@ pub(crate) fn is_retryable(error: &IpcError, sent: bool, idempotent: bool) -> bo
         IpcError::Status(status) => idempotent && status.code() == Code::Unavailable,
         IpcError::DeadlineExceeded { .. }
         | IpcError::Handshake { .. }
-        | IpcError::PermissionDenied { .. }
-        | IpcError::TooLarge { .. }
-        | IpcError::Decode(_)
-        | IpcError::Encode(_)
-        | IpcError::Config { .. }
-        | IpcError::CircuitOpen { .. }
-        | IpcError::RateLimited { .. } => false,
+        | IpcError::PermissionDenied { .. } => false,
+        error if is_caller_side(error) => false,
         _ => !sent || idempotent,
     }
+}
+
+/// Failures that come from the caller's own side (its message, its configuration, its
+/// policies): trying again changes nothing, and they say nothing about the server.
+fn is_caller_side(error: &IpcError) -> bool {
+    matches!(
+        error,
+        IpcError::TooLarge { .. }
+            | IpcError::Decode(_)
+            | IpcError::Encode(_)
+            | IpcError::Config { .. }
+            | IpcError::CircuitOpen { .. }
+            | IpcError::RateLimited { .. }
+    )
 }
 
 /// Whether a failure says the server is unhealthy (and so counts against the breaker):
@@ -99,13 +108,7 @@ pub(crate) fn is_retryable(error: &IpcError, sent: bool, idempotent: bool) -> bo
 pub(crate) fn is_failure(error: &IpcError) -> bool {
     match error {
         IpcError::Status(status) => status.code() == Code::Unavailable,
-        IpcError::TooLarge { .. }
-        | IpcError::Decode(_)
-        | IpcError::Encode(_)
-        | IpcError::Config { .. }
-        | IpcError::CircuitOpen { .. }
-        | IpcError::RateLimited { .. } => false,
-        _ => true,
+        error => !is_caller_side(error),
     }
 }
 
@@ -284,10 +287,6 @@ impl RateLimit {
             }
         }
     }
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@
 //! A handler that panics is answered `INTERNAL`; the connection and the server go on.
 
 use std::{
-    collections::HashMap,
+    collections::{hash_map::Entry, HashMap},
     future::Future,
     panic::AssertUnwindSafe,
     sync::{Arc, Mutex, PoisonError},
@@ -41,7 +41,7 @@ use tokio_util::{
 
 use crate::{
     codec::FrameCodec,
-    envelope::{pb, Body, Envelope, HELLO_MAGIC, PROTOCOL_VERSION},
+    envelope::{pb, Body, Envelope, ENVELOPE_OVERHEAD, HELLO_MAGIC, PROTOCOL_VERSION},
     metrics::ServerMetrics,
     peer::{self, PeerIdentity, PeerPolicy},
     transport::{self, StreamHalf},
@@ -267,16 +267,12 @@ impl<S: Service> Server<S> {
     }
 }
 
-fn codec(config: &IpcConfig) -> FrameCodec {
-    FrameCodec::new(config.max_frame_bytes, config.crc32_variant)
-}
-
 /// Answers a connection that is not admitted (busy, or not allowed) with `status` in
 /// place of the handshake answer, then closes it. Reads nothing but the hello.
 async fn refuse(stream: Stream, status: Status, config: &IpcConfig) {
     let (read_half, write_half) = StreamHalf::pair(stream);
-    let mut reader = FramedRead::new(read_half, codec(config));
-    let mut writer = FramedWrite::new(write_half, codec(config));
+    let mut reader = FramedRead::new(read_half, FrameCodec::from_config(config));
+    let mut writer = FramedWrite::new(write_half, FrameCodec::from_config(config));
     let refusal = Envelope::new(0, Body::Status(status.to_wire()));
     let exchange = async {
         // Read the hello first so the client is not writing into a closed socket.
@@ -296,7 +292,10 @@ fn refuse_now(stream: Stream, status: &Status, config: &IpcConfig) {
     use tokio_util::codec::Encoder;
     let mut frame = bytes::BytesMut::new();
     let refusal = Envelope::new(0, Body::Status(status.to_wire()));
-    if codec(config).encode(refusal, &mut frame).is_ok() {
+    if FrameCodec::from_config(config)
+        .encode(refusal, &mut frame)
+        .is_ok()
+    {
         let _ = (&stream).write(&frame).now_or_never();
     }
 }
@@ -384,8 +383,8 @@ async fn serve_connection<S: Service>(
 ) {
     let (service, config) = (&shared.service, &shared.config);
     let (read_half, write_half) = StreamHalf::pair(stream);
-    let mut reader = FramedRead::new(read_half, codec(config));
-    let mut writer = FramedWrite::new(write_half, codec(config));
+    let mut reader = FramedRead::new(read_half, FrameCodec::from_config(config));
+    let mut writer = FramedWrite::new(write_half, FrameCodec::from_config(config));
     match open(
         &**service,
         &mut reader,
@@ -564,13 +563,12 @@ async fn serve_envelopes<S: Service>(
         match envelope.body {
             Some(Body::Request(request)) => {
                 let (abort, registration) = AbortHandle::new_pair();
-                let duplicate = {
-                    let mut table = lock(&calls);
-                    let duplicate = table.contains_key(&id);
-                    if !duplicate {
-                        table.insert(id, abort);
+                let duplicate = match lock(&calls).entry(id) {
+                    Entry::Occupied(_) => true,
+                    Entry::Vacant(slot) => {
+                        slot.insert(abort);
+                        false
                     }
-                    duplicate
                 };
                 if duplicate {
                     let status = Status::failed_precondition(format!(
@@ -688,8 +686,7 @@ async fn run_call<S: Service>(
     };
     let result = result.unwrap_or_else(|_| Err(Status::internal("handler panicked")));
     match result {
-        // Room for the envelope around the payload.
-        Ok(payload) if payload.len() + 32 > max_frame => Body::Status(
+        Ok(payload) if payload.len() + ENVELOPE_OVERHEAD > max_frame => Body::Status(
             Status::resource_exhausted(format!(
                 "response of {} bytes exceeds the frame limit of {max_frame} bytes",
                 payload.len()

@@ -116,7 +116,7 @@ fn check_socket_dir(dir: &std::path::Path) -> Result<(), IpcError> {
     use std::os::unix::fs::MetadataExt;
 
     let meta = std::fs::metadata(dir)?;
-    let own = crate::peer::own_uid().unwrap_or(0);
+    let own = crate::peer::euid();
     let reason = if !meta.is_dir() {
         Some("is not a directory".to_owned())
     } else if meta.uid() != own && meta.uid() != 0 {
