@@ -14,7 +14,8 @@
 //!    `DAEMONEYE_ENDPOINT_PATH`, `DAEMONEYE_MAX_FRAME_BYTES`, `DAEMONEYE_ACCEPT_TIMEOUT_MS`,
 //!    `DAEMONEYE_READ_TIMEOUT_MS`, `DAEMONEYE_WRITE_TIMEOUT_MS`, `DAEMONEYE_CALL_TIMEOUT_MS`,
 //!    `DAEMONEYE_MAX_CONNECTIONS`, `DAEMONEYE_MAX_IN_FLIGHT`, `DAEMONEYE_CRC32_VARIANT`,
-//!    `DAEMONEYE_DRAIN_TIMEOUT_MS`. `DAEMONEYE_ENDPOINT` is a shorter name for
+//!    `DAEMONEYE_DRAIN_TIMEOUT_MS`, `DAEMONEYE_HANDLER_TIMEOUT_MS`,
+//!    `DAEMONEYE_MAX_BLOCKING`. `DAEMONEYE_ENDPOINT` is a shorter name for
 //!    `DAEMONEYE_ENDPOINT_PATH` (the one the binaries document); when both are set,
 //!    `DAEMONEYE_ENDPOINT_PATH` wins. Names are matched exactly (upper case), a variable
 //!    that is empty or only whitespace counts as unset, and the endpoint's value is taken
@@ -72,7 +73,7 @@ use crate::IpcError;
 
 /// Every [`IpcConfig`] field, as spelt in files; `DAEMONEYE_` plus the upper-cased name
 /// is its environment variable. Kept in step with the struct by a unit test.
-const FIELDS: [&str; 11] = [
+const FIELDS: [&str; 12] = [
     "endpoint_path",
     "max_frame_bytes",
     "accept_timeout_ms",
@@ -84,6 +85,7 @@ const FIELDS: [&str; 11] = [
     "crc32_variant",
     "drain_timeout_ms",
     "handler_timeout_ms",
+    "max_blocking",
 ];
 
 /// Prefix of the environment variables [`IpcConfig::load`] reads.
@@ -237,6 +239,12 @@ pub struct IpcConfig {
     /// Separate from `read_timeout_ms`, which is about idle peers. Default 60000 (60 s);
     /// must be greater than 0.
     pub handler_timeout_ms: u64,
+    /// Server: blocking jobs (file reads, process table walks) that one
+    /// [`BlockingPool`](crate::BlockingPool) built from this configuration runs at once;
+    /// one more is answered `RESOURCE_EXHAUSTED` at once. A service may keep one pool per
+    /// kind of work (procmond: hashing, and process enumeration). Default 16
+    /// ([`DEFAULT_MAX_BLOCKING`](crate::blocking::DEFAULT_MAX_BLOCKING)); 1 to 4294967295.
+    pub max_blocking: usize,
 }
 
 impl Default for IpcConfig {
@@ -253,6 +261,7 @@ impl Default for IpcConfig {
             crc32_variant: Crc32Variant::Castagnoli,
             drain_timeout_ms: 5_000,
             handler_timeout_ms: 60_000,
+            max_blocking: crate::blocking::DEFAULT_MAX_BLOCKING,
         }
     }
 }
@@ -310,9 +319,9 @@ impl IpcConfig {
     ///
     /// # Errors
     /// [`IpcError::Config`] when a limit or timeout (other than `drain_timeout_ms`) is
-    /// zero, `max_frame_bytes`, `max_connections` or `max_in_flight` exceeds
-    /// `u32::MAX`, or the endpoint is empty, contains a NUL byte or (on Unix) is longer
-    /// than a socket address can hold (107 bytes).
+    /// zero, `max_frame_bytes`, `max_connections`, `max_in_flight` or `max_blocking`
+    /// exceeds `u32::MAX`, or the endpoint is empty, contains a NUL byte or (on Unix) is
+    /// longer than a socket address can hold (107 bytes).
     pub fn validate(&self) -> Result<(), IpcError> {
         let bad = |field, reason: &str| {
             Err(IpcError::Config {
@@ -354,6 +363,7 @@ impl IpcConfig {
         for (field, value) in [
             ("max_connections", self.max_connections),
             ("max_in_flight", self.max_in_flight),
+            ("max_blocking", self.max_blocking),
         ] {
             if value == 0 || value > MAX_COUNT {
                 return Err(IpcError::Config {
@@ -673,6 +683,21 @@ mod tests {
                 error,
                 IpcError::Config {
                     field: "max_connections",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        let config = IpcConfig {
+            max_blocking: 0,
+            ..IpcConfig::default()
+        };
+        let error = config.validate().expect_err("no blocking slot");
+        assert!(
+            matches!(
+                error,
+                IpcError::Config {
+                    field: "max_blocking",
                     ..
                 }
             ),
