@@ -1,14 +1,11 @@
 //! [`SystemCollector`]: the `ProcessCollector` served by `procmond`.
 
 use std::{
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     time::Instant,
 };
 
-use daemoneye_ipc::Status;
+use daemoneye_ipc::{BlockingPool, IpcConfig, Status};
 use daemoneye_proto::{
     DetectionResult, DetectionTask, HashRequest, HashResult, ProcessFilter, ProcessList,
 };
@@ -16,14 +13,18 @@ use daemoneye_proto::{
 use crate::{
     enumerate::{self, CpuSampler},
     filter::Matcher,
-    hash, task, ProcessCollector,
+    hash, limits, task, ProcessCollector,
 };
 
 /// Collects process data from the local operating system with `sysinfo`, and hashes
 /// files with SHA-256.
 ///
-/// Cheap to clone: clones share the CPU sampler. All blocking work (reading the process
-/// table, reading files) runs on tokio's blocking pool, so a runtime is required.
+/// Cheap to clone: clones share the CPU sampler and the blocking pools. All blocking
+/// work (reading the process table, compiling a pattern, reading files) runs on tokio's
+/// blocking threads through two [`BlockingPool`]s, one for hashing and one for process
+/// enumeration, so a runtime is required. Each pool runs a bounded number of jobs at
+/// once and answers `RESOURCE_EXHAUSTED` when full; having two means hashes stuck on a
+/// filesystem that never answers cannot stop process enumeration.
 ///
 /// ```no_run
 /// use daemoneye_collector::{ProcessCollector, SystemCollector};
@@ -39,14 +40,46 @@ use crate::{
 #[derive(Clone)]
 pub struct SystemCollector {
     cpu: Arc<Mutex<CpuSampler>>,
+    hashing: BlockingPool,
+    enumeration: BlockingPool,
 }
 
 impl SystemCollector {
-    /// A collector with no CPU history yet; reads nothing until the first call.
+    /// A collector with no CPU history yet, whose pools each run
+    /// [`DEFAULT_MAX_BLOCKING`](daemoneye_ipc::blocking::DEFAULT_MAX_BLOCKING) jobs;
+    /// reads nothing until the first call.
     pub fn new() -> Self {
+        Self::with_limits(BlockingPool::default(), BlockingPool::default())
+    }
+
+    /// A collector whose hashing and process enumeration each run at most
+    /// [`config.max_blocking`](IpcConfig::max_blocking) jobs at once (what `procmond`
+    /// serves).
+    pub fn from_config(config: &IpcConfig) -> Self {
+        Self::with_limits(
+            BlockingPool::from_config(config),
+            BlockingPool::from_config(config),
+        )
+    }
+
+    /// A collector that hashes on `hashing` and enumerates processes on `enumeration`.
+    /// The two may be clones of one pool, to share one limit.
+    pub fn with_limits(hashing: BlockingPool, enumeration: BlockingPool) -> Self {
         Self {
             cpu: Arc::new(Mutex::new(CpuSampler::new())),
+            hashing,
+            enumeration,
         }
+    }
+
+    /// The pool that hashing runs on.
+    pub fn hashing_pool(&self) -> &BlockingPool {
+        &self.hashing
+    }
+
+    /// The pool that process enumeration runs on.
+    pub fn enumeration_pool(&self) -> &BlockingPool {
+        &self.enumeration
     }
 }
 
@@ -58,27 +91,11 @@ impl Default for SystemCollector {
 
 impl std::fmt::Debug for SystemCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SystemCollector").finish_non_exhaustive()
+        f.debug_struct("SystemCollector")
+            .field("hashing", &self.hashing)
+            .field("enumeration", &self.enumeration)
+            .finish_non_exhaustive()
     }
-}
-
-/// Sets its flag when dropped: tells a blocking task that its caller went away.
-struct CancelOnDrop(Arc<AtomicBool>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Runs blocking `work` on tokio's blocking pool; a panic in it becomes `INTERNAL`.
-async fn blocking<R: Send + 'static>(
-    what: &str,
-    work: impl FnOnce() -> R + Send + 'static,
-) -> Result<R, Status> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|error| Status::internal(format!("{what} failed: {error}")))
 }
 
 /// # Semantics
@@ -103,11 +120,22 @@ async fn blocking<R: Send + 'static>(
 /// - `user_id`: numeric uid on Unix, SID on Windows; `executable_hash`: never set here
 ///   (use `check_hash`).
 ///
-/// **Errors**: `INVALID_ARGUMENT` naming the pattern when `executable_pattern` is not a
-/// valid glob; `INTERNAL` if the blocking task panicked.
+/// **Errors**: `INVALID_ARGUMENT` when a field is over its bound
+/// ([`MAX_PIDS`](crate::MAX_PIDS), [`MAX_PROCESS_NAMES`](crate::MAX_PROCESS_NAMES),
+/// [`MAX_PROCESS_NAME_BYTES`](crate::MAX_PROCESS_NAME_BYTES),
+/// [`MAX_PATTERN_BYTES`](crate::MAX_PATTERN_BYTES),
+/// [`MAX_PATTERN_WILDCARDS`](crate::MAX_PATTERN_WILDCARDS)), checked before any work,
+/// or when `executable_pattern` is not a valid glob; `RESOURCE_EXHAUSTED` when the
+/// enumeration pool is running its limit of jobs; `INTERNAL` if the blocking job
+/// panicked. Messages quote at most a short, escaped excerpt of a field.
 ///
-/// **`check_hash`** always answers a [`HashResult`] (a call error only if the blocking
-/// task panicked). `algorithm` may be empty or `sha256` (any case); `hash_value` is
+/// **`check_hash`** answers a [`HashResult`] whatever happens to the file. Its call
+/// errors: `INVALID_ARGUMENT` when `path` is over [`MAX_PATH_BYTES`](crate::MAX_PATH_BYTES),
+/// `algorithm` over [`MAX_ALGORITHM_BYTES`](crate::MAX_ALGORITHM_BYTES) or
+/// `expected_hash` over [`MAX_EXPECTED_HASH_BYTES`](crate::MAX_EXPECTED_HASH_BYTES);
+/// `RESOURCE_EXHAUSTED` when the hashing pool is running its limit of jobs (a hash whose
+/// caller gave up keeps its slot until its current read returns); `INTERNAL` if the
+/// blocking job panicked. `algorithm` may be empty or `sha256` (any case); `hash_value` is
 /// lowercase hex. `success` is `true` only when the hash was computed *and* either no
 /// `expected_hash` was given (absent or empty) or it equals the computed one, compared
 /// case-insensitively. Otherwise `success` is `false` and `error_message` says why:
@@ -122,23 +150,32 @@ async fn blocking<R: Send + 'static>(
 /// buffer; if the call is cancelled (deadline, or the caller dropped it) hashing stops
 /// at the next chunk.
 ///
-/// **`run_task`** always answers a [`DetectionResult`] carrying the task's `task_id`:
+/// **`run_task`** answers a [`DetectionResult`] carrying the task's `task_id`, unless
+/// that is over [`MAX_TASK_ID_BYTES`](crate::MAX_TASK_ID_BYTES): it cannot be echoed,
+/// and the call fails `INVALID_ARGUMENT` (a seed-era bare connection is closed).
 /// `ENUMERATE_PROCESSES` runs `enumerate_processes` with the task's `process_filter`
-/// (absent: every process), an invalid filter gives a failed result with the same
-/// message; `CHECK_PROCESS_HASH` runs `check_hash` on `hash_check` and answers
-/// [`DetectionResult::hash`] (a failed result when `hash_check` is missing);
+/// (absent: every process); any call error of it (invalid filter, field over its bound,
+/// pool full) gives a failed result with the same message. `CHECK_PROCESS_HASH` checks
+/// `hash_check`'s fields against the same bounds as `check_hash` (a failed result naming
+/// `hash_check.<field>`), runs `check_hash` and answers [`DetectionResult::hash`] (a
+/// failed result when `hash_check` is missing or on a call error of `check_hash`);
 /// `MONITOR_PROCESS_TREE` and `VERIFY_EXECUTABLE` answer a failed result
 /// `task type <NAME> is not supported by this collector`; an unknown numeric task type
 /// answers `unknown task type <n>`.
 impl ProcessCollector for SystemCollector {
     async fn enumerate_processes(&self, filter: ProcessFilter) -> Result<ProcessList, Status> {
-        let matcher = Matcher::new(&filter)?;
+        // Cheap checks on the async worker; the pattern is compiled on the blocking
+        // thread, where its cost cannot hold up other calls.
+        limits::check_filter(&filter)?;
         let cpu = self.cpu.clone();
         let started = Instant::now();
-        let processes = blocking("process enumeration", move || {
-            enumerate::collect(&matcher, &cpu)
-        })
-        .await?;
+        let processes = self
+            .enumeration
+            .run("process enumeration", move |cancelled| {
+                let matcher = Matcher::new(filter)?;
+                Ok::<_, Status>(enumerate::collect(&matcher, &cpu, cancelled))
+            })
+            .await??;
         tracing::debug!(
             count = processes.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -148,12 +185,15 @@ impl ProcessCollector for SystemCollector {
     }
 
     async fn check_hash(&self, request: HashRequest) -> Result<HashResult, Status> {
-        let cancelled = Arc::new(AtomicBool::new(false));
-        let _cancel_on_drop = CancelOnDrop(cancelled.clone());
-        blocking("hashing", move || hash::hash_request(&request, &cancelled)).await
+        limits::check_hash_request(&request)?;
+        self.hashing
+            .run("hashing", move |cancelled| {
+                hash::hash_request(&request, cancelled)
+            })
+            .await
     }
 
     async fn run_task(&self, task: DetectionTask) -> Result<DetectionResult, Status> {
-        Ok(task::run(self, task).await)
+        task::run(self, task).await
     }
 }

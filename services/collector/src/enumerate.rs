@@ -6,8 +6,8 @@
 //! name). CPU usage needs two samples of a process's CPU time, so it comes from a second,
 //! long-lived [`CpuSampler`] that refreshes CPU times only.
 //!
-//! Every function here blocks on `/proc` (or the platform's equivalent): call them from
-//! `tokio::task::spawn_blocking`.
+//! Every function here blocks on `/proc` (or the platform's equivalent): call them on
+//! a blocking thread (`SystemCollector` uses a [`BlockingPool`](daemoneye_ipc::BlockingPool)).
 
 use std::{
     collections::HashSet,
@@ -15,6 +15,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use daemoneye_ipc::CancelFlag;
 use daemoneye_proto::{model, ProcessRecord};
 use sysinfo::{
     Pid, Process, ProcessRefreshKind, ProcessesToUpdate, RefreshKind, System, UpdateKind,
@@ -108,8 +109,13 @@ fn refresh_kind() -> ProcessRefreshKind {
 /// Collects the processes that `matcher` accepts, sorted by pid.
 ///
 /// `cpu` supplies CPU usage; it is sampled after the snapshot so that its window ends
-/// at collection time, and locked only for that.
-pub(crate) fn collect(matcher: &Matcher, cpu: &Mutex<CpuSampler>) -> Vec<ProcessRecord> {
+/// at collection time, and locked only for that. When `cancelled` is set by the time
+/// the snapshot is read, nobody wants the answer: returns an empty list at once.
+pub(crate) fn collect(
+    matcher: &Matcher,
+    cpu: &Mutex<CpuSampler>,
+    cancelled: &CancelFlag,
+) -> Vec<ProcessRecord> {
     let mut system = System::new_with_specifics(RefreshKind::nothing());
     let wanted: Vec<Pid> = matcher.pids().iter().copied().map(Pid::from_u32).collect();
     let scope = if wanted.is_empty() {
@@ -118,6 +124,9 @@ pub(crate) fn collect(matcher: &Matcher, cpu: &Mutex<CpuSampler>) -> Vec<Process
         ProcessesToUpdate::Some(&wanted)
     };
     system.refresh_processes_specifics(scope, true, refresh_kind());
+    if cancelled.is_cancelled() {
+        return Vec::new();
+    }
     let mut cpu = cpu.lock().unwrap_or_else(PoisonError::into_inner);
     cpu.sample();
     let collection_time = SystemTime::now();

@@ -4,7 +4,9 @@ use std::path::Path;
 
 use daemoneye_ipc::Status;
 use daemoneye_proto::ProcessFilter;
-use globset::{GlobBuilder, GlobMatcher};
+use globset::{ErrorKind, GlobBuilder, GlobSet, GlobSetBuilder};
+
+use crate::limits::{self, excerpt};
 
 /// A [`ProcessFilter`] ready to test processes against.
 ///
@@ -14,37 +16,35 @@ use globset::{GlobBuilder, GlobMatcher};
 pub(crate) struct Matcher {
     names: Vec<String>,
     pids: Vec<u32>,
-    executable: Option<GlobMatcher>,
+    executable: Option<GlobSet>,
 }
 
 impl Matcher {
-    /// Compiles `filter`. An empty or absent `executable_pattern` means "no restriction".
+    /// Checks `filter` against the [bounds](crate::limits) and compiles it. An empty or
+    /// absent `executable_pattern` means "no restriction". Compiling a pattern costs up
+    /// to a few milliseconds: call this on a blocking thread.
     ///
     /// The pattern uses shell glob syntax with `/` as a separator that only `**` (and
     /// not `*` or `?`) may cross: `/usr/bin/*` matches `/usr/bin/ls` but not
     /// `/usr/bin/sub/ls`; `**/ls` matches `ls` in any directory.
     ///
     /// # Errors
-    /// `INVALID_ARGUMENT` naming the pattern when it is not a valid glob.
-    pub(crate) fn new(filter: &ProcessFilter) -> Result<Self, Status> {
-        let executable = match filter.executable_pattern.as_deref() {
+    /// `INVALID_ARGUMENT` when a field is over its bound, or when the pattern is not a
+    /// valid glob (or too complex to compile); the message quotes an excerpt of it.
+    pub(crate) fn new(filter: ProcessFilter) -> Result<Self, Status> {
+        limits::check_filter(&filter)?;
+        let ProcessFilter {
+            process_names: names,
+            pids,
+            executable_pattern,
+        } = filter;
+        let executable = match executable_pattern.as_deref() {
             None | Some("") => None,
-            Some(pattern) => {
-                let glob = GlobBuilder::new(pattern)
-                    .literal_separator(true)
-                    .build()
-                    .map_err(|error| {
-                        Status::invalid_argument(format!(
-                            "executable_pattern {pattern:?} is not a valid glob: {}",
-                            error.kind()
-                        ))
-                    })?;
-                Some(glob.compile_matcher())
-            }
+            Some(pattern) => Some(compile(pattern)?),
         };
         Ok(Self {
-            names: filter.process_names.clone(),
-            pids: filter.pids.clone(),
+            names,
+            pids,
             executable,
         })
     }
@@ -79,12 +79,55 @@ impl Matcher {
     }
 }
 
+/// Compiles one glob, with `/` as a literal separator.
+///
+/// A set of one glob rather than `Glob::compile_matcher`, which panics when the regex
+/// it builds is over globset's size limit; the set reports that as an error.
+fn compile(pattern: &str) -> Result<GlobSet, Status> {
+    let invalid = |reason: String| {
+        Status::invalid_argument(format!(
+            "executable_pattern {} is not a valid glob: {reason}",
+            excerpt(pattern)
+        ))
+    };
+    let glob = GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map_err(|error| invalid(describe(error.kind())))?;
+    GlobSetBuilder::new()
+        .add(glob)
+        .build()
+        .map_err(|error| invalid(describe(error.kind())))
+}
+
+/// What is wrong with a glob, in words that never quote it: globset's own messages
+/// (`Error`'s `Display`, and a regex error's text) repeat the pattern.
+fn describe(kind: &ErrorKind) -> String {
+    match kind {
+        ErrorKind::InvalidRange(start, end) => format!(
+            "invalid character range {}-{}",
+            start.escape_debug(),
+            end.escape_debug()
+        ),
+        ErrorKind::Regex(_) => "too complex to compile".to_owned(),
+        // Fixed texts, such as "unclosed character class; missing ']'".
+        fixed @ (ErrorKind::InvalidRecursive
+        | ErrorKind::UnclosedClass
+        | ErrorKind::UnopenedAlternates
+        | ErrorKind::UnclosedAlternates
+        | ErrorKind::NestedAlternates
+        | ErrorKind::DanglingEscape) => fixed.to_string(),
+        // A kind added by a later globset, whose text might quote the pattern.
+        _ => "invalid glob syntax".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn filter(names: &[&str], pids: &[u32], pattern: Option<&str>) -> Matcher {
-        Matcher::new(&ProcessFilter {
+        Matcher::new(ProcessFilter {
             process_names: names.iter().map(|n| (*n).to_owned()).collect(),
             pids: pids.to_vec(),
             executable_pattern: pattern.map(str::to_owned),
@@ -144,12 +187,53 @@ mod tests {
 
     #[test]
     fn invalid_glob_is_invalid_argument_naming_the_pattern() {
-        let error = Matcher::new(&ProcessFilter {
+        let error = Matcher::new(ProcessFilter {
             executable_pattern: Some("/usr/[bin".to_owned()),
             ..ProcessFilter::default()
         })
         .expect_err("unclosed class");
         assert_eq!(error.code(), daemoneye_ipc::Code::InvalidArgument);
         assert!(error.message().contains("\"/usr/[bin\""), "{error}");
+    }
+
+    #[test]
+    fn glob_errors_quote_only_an_excerpt_of_the_pattern() {
+        let long_invalid = format!("{}[z-a]", "a".repeat(1000));
+        let error = Matcher::new(ProcessFilter {
+            executable_pattern: Some(long_invalid),
+            ..ProcessFilter::default()
+        })
+        .expect_err("reversed range");
+        assert_eq!(error.code(), daemoneye_ipc::Code::InvalidArgument);
+        assert!(
+            error.message().contains("invalid character range z-a"),
+            "{error}"
+        );
+        assert!(error.message().contains("(1005 bytes)"), "{error}");
+        assert!(error.message().len() < 200, "{error}");
+    }
+
+    #[test]
+    fn the_most_complex_patterns_within_the_bounds_compile() {
+        // Each at most MAX_PATTERN_BYTES long with at most MAX_PATTERN_WILDCARDS
+        // wildcards; each must compile (globset must not panic or give up on them).
+        let patterns = [
+            "*".repeat(32),
+            "**/".repeat(16),
+            "[!a]".repeat(32),
+            "?".repeat(32),
+            format!("{}{}", "{a,".repeat(16), "}".repeat(16)),
+            format!("{{{}}}", vec!["abcdefg"; 120].join(",")),
+            format!("[!a-{}]", '\u{10FFFF}').repeat(32),
+        ];
+        for pattern in patterns {
+            assert!(pattern.len() <= limits::MAX_PATTERN_BYTES, "{pattern}");
+            if let Err(error) = Matcher::new(ProcessFilter {
+                executable_pattern: Some(pattern.clone()),
+                ..ProcessFilter::default()
+            }) {
+                panic!("{pattern:?}: {error}");
+            }
+        }
     }
 }

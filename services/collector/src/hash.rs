@@ -10,9 +10,9 @@ use std::{
     fs::File,
     io::{self, Read},
     path::Path,
-    sync::atomic::{AtomicBool, Ordering},
 };
 
+use daemoneye_ipc::CancelFlag;
 use daemoneye_proto::{HashRequest, HashResult};
 use sha2::{Digest, Sha256};
 
@@ -73,12 +73,12 @@ fn open_regular(path: &Path) -> Result<File, HashError> {
 
 /// The lowercase hex SHA-256 of the regular file at `path`, read in chunks of
 /// [`HASH_BUFFER_BYTES`]. Checks `cancelled` between chunks.
-pub(crate) fn sha256_file(path: &Path, cancelled: &AtomicBool) -> Result<String, HashError> {
+pub(crate) fn sha256_file(path: &Path, cancelled: &CancelFlag) -> Result<String, HashError> {
     let mut file = open_regular(path)?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; HASH_BUFFER_BYTES];
     loop {
-        if cancelled.load(Ordering::Relaxed) {
+        if cancelled.is_cancelled() {
             return Err(HashError::Cancelled);
         }
         match file.read(&mut buffer) {
@@ -98,7 +98,7 @@ pub(crate) fn sha256_file(path: &Path, cancelled: &AtomicBool) -> Result<String,
 
 /// Answers a [`HashRequest`]; never fails as a call (see
 /// [`SystemCollector::check_hash`](crate::SystemCollector) for the outcome rules).
-pub(crate) fn hash_request(request: &HashRequest, cancelled: &AtomicBool) -> HashResult {
+pub(crate) fn hash_request(request: &HashRequest, cancelled: &CancelFlag) -> HashResult {
     let requested = request.algorithm.trim();
     let failure = |algorithm: &str, message: String| HashResult {
         hash_value: String::new(),
@@ -166,7 +166,7 @@ mod tests {
     #[test]
     fn known_content_has_known_hash() {
         let file = temp_file(b"hello world\n");
-        let result = hash_request(&request(file.path(), "", None), &AtomicBool::new(false));
+        let result = hash_request(&request(file.path(), "", None), &CancelFlag::new());
         assert!(result.success, "{result:?}");
         assert_eq!(result.hash_value, HELLO_SHA256);
         assert_eq!(result.algorithm, "sha256");
@@ -174,10 +174,7 @@ mod tests {
         assert_eq!(result.error_message, None);
 
         let empty = temp_file(b"");
-        let result = hash_request(
-            &request(empty.path(), "SHA256", None),
-            &AtomicBool::new(false),
-        );
+        let result = hash_request(&request(empty.path(), "SHA256", None), &CancelFlag::new());
         assert_eq!(result.hash_value, EMPTY_SHA256);
     }
 
@@ -187,7 +184,7 @@ mod tests {
         assert!(content.len() > HASH_BUFFER_BYTES);
         let file = temp_file(&content);
         let expected = format!("{:x}", Sha256::digest(&content));
-        let hash = sha256_file(file.path(), &AtomicBool::new(false)).expect("hash");
+        let hash = sha256_file(file.path(), &CancelFlag::new()).expect("hash");
         assert_eq!(hash, expected);
     }
 
@@ -197,14 +194,14 @@ mod tests {
         let upper = HELLO_SHA256.to_uppercase();
         let result = hash_request(
             &request(file.path(), "sha256", Some(&upper)),
-            &AtomicBool::new(false),
+            &CancelFlag::new(),
         );
         assert!(result.success, "{result:?}");
         assert_eq!(result.error_message, None);
 
         let empty_expectation = hash_request(
             &request(file.path(), "sha256", Some("")),
-            &AtomicBool::new(false),
+            &CancelFlag::new(),
         );
         assert!(empty_expectation.success, "empty expected_hash is unset");
     }
@@ -214,7 +211,7 @@ mod tests {
         let file = temp_file(b"hello world\n");
         let result = hash_request(
             &request(file.path(), "sha256", Some(EMPTY_SHA256)),
-            &AtomicBool::new(false),
+            &CancelFlag::new(),
         );
         assert!(!result.success);
         assert_eq!(result.hash_value, HELLO_SHA256);
@@ -228,7 +225,7 @@ mod tests {
     fn missing_file_names_the_path_and_the_os_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("absent.bin");
-        let result = hash_request(&request(&path, "", None), &AtomicBool::new(false));
+        let result = hash_request(&request(&path, "", None), &CancelFlag::new());
         assert!(!result.success);
         assert!(result.hash_value.is_empty());
         let message = result.error_message.expect("message");
@@ -239,7 +236,7 @@ mod tests {
     #[test]
     fn unsupported_algorithm_is_a_failed_result() {
         let file = temp_file(b"x");
-        let result = hash_request(&request(file.path(), "md5", None), &AtomicBool::new(false));
+        let result = hash_request(&request(file.path(), "md5", None), &CancelFlag::new());
         assert!(!result.success);
         assert_eq!(result.algorithm, "md5");
         assert!(result.hash_value.is_empty());
@@ -253,12 +250,12 @@ mod tests {
     #[test]
     fn directories_and_empty_paths_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let result = hash_request(&request(dir.path(), "", None), &AtomicBool::new(false));
+        let result = hash_request(&request(dir.path(), "", None), &CancelFlag::new());
         assert!(!result.success);
         let message = result.error_message.expect("message");
         assert!(message.contains("not a regular file"), "{message}");
 
-        let result = hash_request(&request(Path::new(""), "", None), &AtomicBool::new(false));
+        let result = hash_request(&request(Path::new(""), "", None), &CancelFlag::new());
         assert!(!result.success);
         assert_eq!(
             result.error_message.as_deref(),
@@ -274,7 +271,7 @@ mod tests {
         let c_path = std::ffi::CString::new(path.to_string_lossy().as_bytes()).expect("c path");
         // SAFETY: c_path is a valid NUL-terminated string.
         assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
-        let result = hash_request(&request(&path, "", None), &AtomicBool::new(false));
+        let result = hash_request(&request(&path, "", None), &CancelFlag::new());
         assert!(!result.success);
         assert!(result
             .error_message
@@ -285,7 +282,9 @@ mod tests {
     #[test]
     fn cancellation_stops_hashing() {
         let file = temp_file(b"hello world\n");
-        let result = sha256_file(file.path(), &AtomicBool::new(true));
+        let cancelled = CancelFlag::new();
+        cancelled.cancel();
+        let result = sha256_file(file.path(), &cancelled);
         assert!(matches!(result, Err(HashError::Cancelled)));
     }
 }

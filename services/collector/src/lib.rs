@@ -7,6 +7,11 @@
 //! with `sysinfo` and hashes files with SHA-256 (see its `ProcessCollector` impl for the
 //! exact semantics of each method).
 //!
+//! A peer cannot make it do unbounded work: every request field it reads is bounded by
+//! a `MAX_*` constant of this crate, checked before any work (`INVALID_ARGUMENT`), and
+//! its blocking work runs on bounded [`BlockingPool`](daemoneye_ipc::BlockingPool)s
+//! (`RESOURCE_EXHAUSTED` when full).
+//!
 //! ```no_run
 //! use daemoneye_collector::{ProcessCollectorServer, SystemCollector};
 //! use daemoneye_ipc::{IpcConfig, Server};
@@ -23,12 +28,17 @@ mod collector;
 mod enumerate;
 mod filter;
 mod hash;
+mod limits;
 mod task;
 #[cfg(test)]
 mod tests;
 
 pub use collector::SystemCollector;
 pub use hash::{DEFAULT_HASH_ALGORITHM, HASH_BUFFER_BYTES};
+pub use limits::{
+    MAX_ALGORITHM_BYTES, MAX_EXPECTED_HASH_BYTES, MAX_PATH_BYTES, MAX_PATTERN_BYTES,
+    MAX_PATTERN_WILDCARDS, MAX_PIDS, MAX_PROCESS_NAMES, MAX_PROCESS_NAME_BYTES, MAX_TASK_ID_BYTES,
+};
 
 use daemoneye_ipc::{ipc_service, Status};
 use daemoneye_proto::{

@@ -1,15 +1,20 @@
 //! Running a seed-era [`DetectionTask`]: dispatch on its task type.
 
+use daemoneye_ipc::Status;
 use daemoneye_proto::{DetectionResult, DetectionTask, HashRequest, TaskType};
 
-use crate::ProcessCollector;
+use crate::{limits, ProcessCollector};
 
 /// Runs `task` on `collector`; every outcome, including errors, is a
 /// [`DetectionResult`] carrying the task's `task_id`.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` only when the `task_id` is over its bound (it cannot be echoed).
 pub(crate) async fn run<C: ProcessCollector>(
     collector: &C,
     task: DetectionTask,
-) -> DetectionResult {
+) -> Result<DetectionResult, Status> {
+    limits::check_task_id(&task.task_id)?;
     let DetectionTask {
         task_id,
         task_type,
@@ -17,7 +22,7 @@ pub(crate) async fn run<C: ProcessCollector>(
         hash_check,
         metadata: _,
     } = task;
-    match TaskType::try_from(task_type) {
+    Ok(match TaskType::try_from(task_type) {
         Ok(TaskType::EnumerateProcesses) => {
             let filter = process_filter.unwrap_or_default();
             match collector.enumerate_processes(filter).await {
@@ -27,12 +32,15 @@ pub(crate) async fn run<C: ProcessCollector>(
         }
         Ok(TaskType::CheckProcessHash) => {
             let Some(check) = hash_check else {
-                return DetectionResult::failure(
+                return Ok(DetectionResult::failure(
                     task_id,
                     "task type CHECK_PROCESS_HASH needs a hash_check (executable_path, \
                      hash_algorithm, expected_hash)",
-                );
+                ));
             };
+            if let Err(status) = limits::check_hash_check(&check) {
+                return Ok(DetectionResult::failure(task_id, status.message()));
+            }
             let request = HashRequest {
                 path: check.executable_path,
                 algorithm: check.hash_algorithm,
@@ -53,5 +61,5 @@ pub(crate) async fn run<C: ProcessCollector>(
             )
         }
         Err(_) => DetectionResult::failure(task_id, format!("unknown task type {task_type}")),
-    }
+    })
 }
