@@ -497,6 +497,9 @@ impl Connection {
         if let Some(error) = &state.closed {
             return Err(error.clone());
         }
+        if self.going_away.load(Ordering::Acquire) {
+            return Err(IpcError::PeerClosed); // never sent: retried on a new connection
+        }
         state.pending.insert(
             id,
             Waiter {
@@ -529,6 +532,33 @@ impl Connection {
             }
         }
         true
+    }
+
+    /// Ends the calls whose request the server says it never read (correlation id above
+    /// `last_read`, from `GoAway`) as not sent, so that they may be retried, and takes
+    /// no new call.
+    fn fail_unread(&self, last_read: u64) {
+        let unread: Vec<Waiter> = {
+            let mut state = self.lock();
+            // Under the lock, so that no call registers after this without seeing it.
+            self.going_away.store(true, Ordering::Release);
+            let ids: Vec<u64> = state
+                .pending
+                .keys()
+                .copied()
+                .filter(|id| *id > last_read)
+                .collect();
+            ids.iter()
+                .filter_map(|id| state.pending.remove(id))
+                .collect()
+        };
+        for waiter in unread {
+            let failed = Failed {
+                error: IpcError::PeerClosed,
+                sent: false,
+            };
+            let _ = waiter.answer.send(Err(failed));
+        }
     }
 
     /// Ends every call in flight with `error` and refuses new ones.
@@ -654,9 +684,15 @@ async fn read_loop(
             }
             Some(Body::Status(status)) => break Status::from_wire(status).into(),
             Some(Body::GoAway(go_away)) => {
-                // Answers to the calls in flight still come; new calls go elsewhere.
-                tracing::debug!(reason = %go_away.reason, "server is going away");
-                connection.going_away.store(true, Ordering::Release);
+                // Answers to the calls the server read still come; the others were
+                // never read, so they end now as not sent (and are retried elsewhere).
+                // New calls go to a new connection.
+                tracing::debug!(
+                    reason = %go_away.reason,
+                    last = go_away.last_correlation_id,
+                    "server is going away"
+                );
+                connection.fail_unread(go_away.last_correlation_id);
             }
             other => {
                 break IpcError::InvalidMessage {

@@ -20,8 +20,11 @@ use std::{
     collections::{hash_map::Entry, HashMap},
     future::Future,
     panic::AssertUnwindSafe,
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -42,11 +45,18 @@ use tokio_util::{
 use crate::{
     codec::FrameCodec,
     envelope::{pb, Body, Envelope, ENVELOPE_OVERHEAD, HELLO_MAGIC, PROTOCOL_VERSION},
+    log_budget::{LogBudget, Verdict},
     metrics::ServerMetrics,
     peer::{self, PeerIdentity, PeerPolicy},
     transport::{self, StreamHalf},
     IpcConfig, IpcError, ServiceDescriptor, Status,
 };
+
+/// Refused peers logged per [`REFUSAL_LOG_WINDOW`]; the rest are counted, and the
+/// count is logged (`suppressed`) with the first refusal of the next window.
+const REFUSAL_LOGS_PER_WINDOW: u32 = 10;
+/// See [`REFUSAL_LOGS_PER_WINDOW`].
+const REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(10);
 
 /// A service the server can dispatch to. `#[ipc_service]` implements it for the
 /// generated `FooServer<T>`; implement it by hand only for dynamic services.
@@ -173,6 +183,7 @@ impl<S: Service> Server<S> {
         // Refusals are answered by short tasks; bound them too.
         let refusals = Arc::new(Semaphore::new(config.max_connections));
         let stop = CancellationToken::new();
+        let refused_log = LogBudget::new(REFUSAL_LOGS_PER_WINDOW, REFUSAL_LOG_WINDOW);
         // Connection tasks; dropping the set aborts whatever is left of them.
         let mut tasks = JoinSet::new();
         tokio::pin!(shutdown);
@@ -212,7 +223,10 @@ impl<S: Service> Server<S> {
                         ))
                     }),
                 Err(refusal) => {
-                    tracing::warn!(%refusal, "refusing peer");
+                    // A peer can connect as often as it likes: bound what that logs.
+                    if let Verdict::Log { suppressed } = refused_log.spend() {
+                        tracing::warn!(%refusal, suppressed, "refusing peer");
+                    }
                     metrics.refused_peer();
                     Err(refusal)
                 }
@@ -268,22 +282,20 @@ impl<S: Service> Server<S> {
 }
 
 /// Answers a connection that is not admitted (busy, or not allowed) with `status` in
-/// place of the handshake answer, then closes it. Reads nothing but the hello.
+/// place of the handshake answer, then closes it. The answer is written first, so a
+/// client whose hello is slow still learns why; then the hello is read (for at most
+/// `accept_timeout_ms`) so that closing does not reset a connection with unread data.
 async fn refuse(stream: Stream, status: Status, config: &IpcConfig) {
     let (read_half, write_half) = StreamHalf::pair(stream);
     let mut reader = FramedRead::new(read_half, FrameCodec::from_config(config));
     let mut writer = FramedWrite::new(write_half, FrameCodec::from_config(config));
     let refusal = Envelope::new(0, Body::Status(status.to_wire()));
     let exchange = async {
-        // Read the hello first so the client is not writing into a closed socket.
-        let _ = reader.next().await;
-        let _ = writer.send(refusal).await;
+        if writer.send(refusal).await.is_ok() {
+            let _ = reader.next().await;
+        }
     };
-    let _ = tokio::time::timeout(
-        config.accept_timeout().min(Duration::from_secs(1)),
-        exchange,
-    )
-    .await;
+    let _ = tokio::time::timeout(config.accept_timeout(), exchange).await;
 }
 
 /// Writes `status` to a fresh connection without waiting, then closes it.
@@ -504,9 +516,18 @@ async fn serve_envelopes<S: Service>(
 ) {
     let config = &*shared.config;
     let (outbound, queue) = mpsc::channel(config.max_in_flight);
-    let writer_task = tokio::spawn(write_loop(writer, queue, config.write_timeout()));
+    // Cancelled by the writer when it fails (write timeout, broken pipe): the peer can
+    // no longer be answered, so the connection ends and its calls stop.
+    let broken = CancellationToken::new();
+    let writer_task = tokio::spawn(write_loop(
+        writer,
+        queue,
+        config.write_timeout(),
+        broken.clone(),
+    ));
     let slots = Arc::new(Semaphore::new(config.max_in_flight));
     let calls: CallTable = Arc::default();
+    let clock = Arc::new(IdleClock::new());
     // If this task is aborted (drain timeout), its handlers and writer go with it.
     let _abort_on_drop = AbortOnDrop {
         calls: calls.clone(),
@@ -514,6 +535,8 @@ async fn serve_envelopes<S: Service>(
     };
     let max_frame = config.max_frame_bytes;
     let handler_timeout = config.handler_timeout();
+    // The highest correlation id read, reported in `GoAway`.
+    let mut last_read = 0;
 
     // `Some(error)`: the peer broke the protocol or the connection failed; `None` with
     // `draining`: the server is shutting down; `None` otherwise: the peer closed.
@@ -529,32 +552,23 @@ async fn serve_envelopes<S: Service>(
                 draining = true;
                 break None;
             }
+            () = broken.cancelled() => break Some(IpcError::PeerClosed),
         };
-        let idle = slots.available_permits() + 1 == config.max_in_flight;
-        let next = async {
-            if idle {
-                tokio::time::timeout(config.read_timeout(), reader.next())
-                    .await
-                    .map_err(|_| IpcError::Timeout {
-                        operation: "read",
-                        after_ms: config.read_timeout_ms,
-                    })
-            } else {
-                Ok(reader.next().await)
-            }
-        };
+        let next = next_frame(&mut reader, &clock, &slots, config);
         let frame = tokio::select! {
             next = next => next,
             () = stop.cancelled() => {
                 draining = true;
                 break None;
             }
+            () = broken.cancelled() => break Some(IpcError::PeerClosed),
         };
         let frame = match frame {
-            Ok(Some(Ok(frame))) => frame,
-            Ok(Some(Err(error))) | Err(error) => break Some(error),
+            Ok(Some(frame)) => frame,
             Ok(None) => break None,
+            Err(error) => break Some(error),
         };
+        clock.touch();
         let envelope = match <Envelope as prost::Message>::decode(frame) {
             Ok(envelope) => envelope,
             Err(error) => break Some(error.into()),
@@ -571,17 +585,16 @@ async fn serve_envelopes<S: Service>(
                     }
                 };
                 if duplicate {
-                    let status = Status::failed_precondition(format!(
-                        "correlation id {id} is already in flight"
-                    ));
-                    let _ = outbound
-                        .send(Envelope::new(id, Body::Status(status.to_wire())))
-                        .await;
-                    continue;
+                    // Two answers would carry one id: a protocol error, as a reused
+                    // stream id is in HTTP/2. The connection ends; no id is answered twice.
+                    break Some(IpcError::InvalidMessage {
+                        reason: format!("correlation id {id} reused while its call is in flight"),
+                    });
                 }
+                last_read = last_read.max(id);
                 let (service, outbound, calls) =
                     (shared.service.clone(), outbound.clone(), calls.clone());
-                let metrics = shared.metrics.clone();
+                let (metrics, clock) = (shared.metrics.clone(), clock.clone());
                 let task = async move {
                     let running = metrics.call();
                     let call = run_call(&*service, request, max_frame, handler_timeout, &metrics);
@@ -593,6 +606,7 @@ async fn serve_envelopes<S: Service>(
                         Err(_aborted) => metrics.cancelled(),
                     }
                     lock(&calls).remove(&id);
+                    clock.touch();
                     drop(running);
                     drop(slot);
                 };
@@ -605,7 +619,7 @@ async fn serve_envelopes<S: Service>(
             }
             other => {
                 break Some(IpcError::InvalidMessage {
-                    reason: format!("unexpected envelope from client: {other:?}"),
+                    reason: format!("unexpected envelope from client: {}", kind(other.as_ref())),
                 })
             }
         }
@@ -615,11 +629,18 @@ async fn serve_envelopes<S: Service>(
         if !matches!(error, IpcError::PeerClosed) {
             shared.metrics.protocol_error();
         }
+        if let IpcError::InvalidMessage { reason } = error {
+            // Say why before closing: every call in flight fails with this status.
+            let status = Status::failed_precondition(format!("protocol error: {reason}"));
+            let _ = outbound.try_send(Envelope::new(0, Body::Status(status.to_wire())));
+        }
     }
     if draining {
-        // Tell the client before answering what is in flight, so it sends no more.
+        // Tell the client before answering what is in flight, so it sends no more, and
+        // which requests were never read, so it can send them elsewhere.
         let go_away = pb::GoAway {
             reason: "server is shutting down".to_owned(),
+            last_correlation_id: last_read,
         };
         let _ = outbound.try_send(Envelope::new(0, Body::GoAway(go_away)));
     } else {
@@ -631,6 +652,87 @@ async fn serve_envelopes<S: Service>(
     // The writer ends once every handler has sent its answer and dropped its sender.
     drop(outbound);
     let _ = writer_task.await;
+}
+
+/// The kind of an envelope body, for error messages (never its contents).
+fn kind(body: Option<&Body>) -> &'static str {
+    match body {
+        None => "an envelope with no body",
+        Some(Body::Request(_)) => "request",
+        Some(Body::Response(_)) => "response",
+        Some(Body::Status(_)) => "status",
+        Some(Body::Cancel(_)) => "cancel",
+        Some(Body::GoAway(_)) => "go_away",
+        Some(Body::HelloAck(_)) => "hello_ack",
+        Some(Body::Hello(_)) => "hello",
+    }
+}
+
+/// When a connection last did something: received a frame or finished a call.
+///
+/// A connection is idle when no call is in flight and nothing has happened for
+/// `read_timeout_ms`; the clock is read whenever the read timer fires, so a call that
+/// finishes after the read began still starts a new idle period (seed: IPC
+/// Implementation, Timeouts: read timeout 30 s).
+struct IdleClock {
+    start: Instant,
+    /// Milliseconds from `start` to the last activity.
+    last: AtomicU64,
+}
+
+impl IdleClock {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// When the connection becomes idle past `timeout` if nothing happens meanwhile.
+    fn idle_at(&self, timeout: Duration) -> Instant {
+        self.start + Duration::from_millis(self.last.load(Ordering::Relaxed)) + timeout
+    }
+}
+
+/// Reads the next frame. `Ok(None)`: the peer closed. Fails with `Timeout` once the
+/// connection has been idle (no call in flight, nothing received) for `read_timeout_ms`,
+/// however long ago its last call was; a partial frame does not count as activity.
+async fn next_frame(
+    reader: &mut Reader,
+    clock: &IdleClock,
+    slots: &Semaphore,
+    config: &IpcConfig,
+) -> Result<Option<Bytes>, IpcError> {
+    let timeout = config.read_timeout();
+    loop {
+        // `FramedRead::next` is cancel-safe: bytes already read stay buffered.
+        let wake = clock
+            .idle_at(timeout)
+            .max(Instant::now() + Duration::from_millis(1));
+        match tokio::time::timeout_at(wake.into(), reader.next()).await {
+            Ok(Some(Ok(frame))) => return Ok(Some(frame)),
+            Ok(Some(Err(error))) => return Err(error),
+            Ok(None) => return Ok(None),
+            Err(_elapsed) => {
+                // The reader holds one slot itself.
+                let in_flight =
+                    (config.max_in_flight - 1).saturating_sub(slots.available_permits());
+                if in_flight > 0 {
+                    clock.touch(); // busy: idleness starts when the last call ends
+                } else if Instant::now() >= clock.idle_at(timeout) {
+                    return Err(IpcError::Timeout {
+                        operation: "read",
+                        after_ms: config.read_timeout_ms,
+                    });
+                }
+            }
+        }
+    }
 }
 
 /// Polls a call once on the reader's task and spawns it only if it is not finished:
@@ -698,11 +800,16 @@ async fn run_call<S: Service>(
     }
 }
 
+/// Writes queued answers, batching whatever is queued into one write. Any failure
+/// (write timeout, broken pipe, an envelope that cannot be framed) cancels `broken`,
+/// which ends the connection: an unanswerable peer is closed, not left waiting.
 async fn write_loop(
     mut writer: FramedWrite<StreamHalf, FrameCodec>,
     mut queue: mpsc::Receiver<Envelope>,
     write_timeout: Duration,
+    broken: CancellationToken,
 ) {
+    let _close_on_exit = broken.clone().drop_guard();
     let mut batch = Vec::with_capacity(64);
     while queue.recv_many(&mut batch, 64).await > 0 {
         let write = async {
@@ -714,11 +821,14 @@ async fn write_loop(
         match tokio::time::timeout(write_timeout, write).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
-                tracing::debug!(%error, "server write failed");
+                tracing::debug!(%error, "server write failed; closing the connection");
                 return;
             }
             Err(_) => {
-                tracing::debug!("server write timed out");
+                tracing::debug!(
+                    after_ms = write_timeout.as_millis(),
+                    "server write timed out; closing the connection"
+                );
                 return;
             }
         }

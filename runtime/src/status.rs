@@ -64,11 +64,13 @@ constructors! {
 }
 
 impl Status {
-    /// A status with the given code and message.
+    /// A status with the given code and message. A message longer than
+    /// [`MAX_STATUS_MESSAGE`] bytes is cut there (on a character boundary) and says how
+    /// much was cut, so a status always fits in a frame whatever a handler puts in it.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
         Self {
             code,
-            message: message.into(),
+            message: bounded(message.into()),
         }
     }
 
@@ -94,9 +96,31 @@ impl Status {
         let code = Code::try_from(status.code).unwrap_or(Code::Unknown);
         Self {
             code,
-            message: status.message,
+            message: bounded(status.message),
         }
     }
+}
+
+/// Longest status message kept, in bytes; longer ones are truncated by [`Status::new`]
+/// (and on receipt), so that a status can never exceed a frame, and a peer cannot make
+/// us hold or log a large one.
+pub const MAX_STATUS_MESSAGE: usize = 2048;
+
+/// `message`, cut to at most [`MAX_STATUS_MESSAGE`] bytes on a character boundary, with
+/// a note of how many bytes were cut.
+fn bounded(mut message: String) -> String {
+    if message.len() <= MAX_STATUS_MESSAGE {
+        return message;
+    }
+    // Leave room for the note (at most ~40 bytes).
+    let mut end = MAX_STATUS_MESSAGE - 48;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = message.len() - end;
+    message.truncate(end);
+    message.push_str(&format!("... ({cut} bytes truncated)"));
+    message
 }
 
 impl fmt::Display for Status {
@@ -106,3 +130,17 @@ impl fmt::Display for Status {
 }
 
 impl std::error::Error for Status {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_truncated_on_a_char_boundary() {
+        let status = Status::invalid_argument("é".repeat(600_000));
+        assert!(status.message().len() <= MAX_STATUS_MESSAGE);
+        assert!(status.message().ends_with("bytes truncated)"));
+        let short = Status::internal("short");
+        assert_eq!(short.message(), "short");
+    }
+}
