@@ -405,7 +405,7 @@ async fn a_peer_outside_the_policy_is_refused_before_any_request() {
     tokio::spawn(server.serve());
     let err = WhoClient::connect(&config).await.expect_err("refused");
     match &err {
-        IpcError::PermissionDenied { endpoint } => assert_eq!(endpoint, &config.endpoint_path),
+        IpcError::PermissionDenied { endpoint, .. } => assert_eq!(endpoint, &config.endpoint_path),
         other => panic!("expected PermissionDenied, got {other:?}"),
     }
 }

@@ -35,7 +35,7 @@ use crate::{
         RetryPolicy,
     },
     transport::{self, StreamHalf},
-    IpcConfig, IpcError, ServiceDescriptor, Status,
+    IpcConfig, IpcError, PeerPolicy, ServiceDescriptor, Status,
 };
 
 /// A call's result.
@@ -72,6 +72,8 @@ pub struct Client {
 struct Shared {
     config: IpcConfig,
     service: &'static ServiceDescriptor,
+    /// Who may serve the endpoint (and own the directories on its path).
+    server_policy: PeerPolicy,
     /// The live connection, if any; read on every call, so a plain mutex held briefly.
     current: Mutex<Option<Arc<Connection>>>,
     /// Serialises reconnection so that concurrent callers open one connection, not many.
@@ -83,17 +85,40 @@ impl Client {
     /// performs the handshake, once (no retry: a caller that wants to wait for the
     /// server uses [`lazy`](Self::lazy)).
     ///
+    /// Before anything is sent, the server is checked against the default server
+    /// policy, [`PeerPolicy::same_user`]: the process serving the endpoint must run as
+    /// this user or root, and (on Unix) the socket's directory and the directories above
+    /// it must be safe from other users (see [`with_server_policy`](Self::with_server_policy)
+    /// and [`transport`]).
+    ///
     /// # Errors
     /// `Config` for an invalid configuration; `ServerNotFound`, `ConnectionRefused`,
     /// `PermissionDenied`, `ConnectionTimeout` naming the endpoint; `Busy` when the
     /// server is at its connection limit; `Handshake` when the server serves another
-    /// service or another version of it.
+    /// service or another version of it. `PermissionDenied` also when the server or a
+    /// directory on the socket's path is not trusted; its reason names the owner found.
     pub async fn connect(
         config: &IpcConfig,
         service: &'static ServiceDescriptor,
     ) -> Result<Self, IpcError> {
-        let client = Self::lazy(config, service)?;
-        let connection = Connection::open(config, service).await?;
+        Self::connect_with_server_policy(config, service, PeerPolicy::same_user()).await
+    }
+
+    /// [`connect`](Self::connect), trusting the servers that `server_policy` admits in
+    /// place of the default (this user and root). The policy applies to every
+    /// connection this client opens later.
+    ///
+    /// # Errors
+    /// As for [`connect`](Self::connect).
+    pub async fn connect_with_server_policy(
+        config: &IpcConfig,
+        service: &'static ServiceDescriptor,
+        server_policy: PeerPolicy,
+    ) -> Result<Self, IpcError> {
+        let client = Self::lazy(config, service)?.with_server_policy(server_policy);
+        let shared = &client.shared;
+        let connection =
+            Connection::open(&shared.config, shared.service, &shared.server_policy).await?;
         *client.slot() = Some(connection);
         Ok(client)
     }
@@ -113,10 +138,39 @@ impl Client {
             shared: Arc::new(Shared {
                 config: config.clone(),
                 service,
+                server_policy: PeerPolicy::same_user(),
                 current: Mutex::new(None),
                 reconnect: tokio::sync::Mutex::new(()),
             }),
         })
+    }
+
+    /// This handle trusting the servers that `server_policy` admits, in place of the
+    /// default [`PeerPolicy::same_user`] (this user and root): checked on every
+    /// connection it opens, before anything is sent, against the credentials of the
+    /// process serving the endpoint. On Unix the socket's directory and the directories
+    /// above it must be owned by this user, root or a uid the policy lists, and not be
+    /// writable by others without the sticky bit. [`PeerPolicy::any`] turns both checks
+    /// off.
+    ///
+    /// Set it on a [`lazy`](Self::lazy) client (or use
+    /// [`connect_with_server_policy`](Self::connect_with_server_policy)): this handle
+    /// and the clones made from it then have a connection of their own, and one that
+    /// [`connect`](Self::connect) already opened under the default policy is not used.
+    pub fn with_server_policy(mut self, server_policy: PeerPolicy) -> Self {
+        self.shared = Arc::new(Shared {
+            config: self.shared.config.clone(),
+            service: self.shared.service,
+            server_policy,
+            current: Mutex::new(None),
+            reconnect: tokio::sync::Mutex::new(()),
+        });
+        self
+    }
+
+    /// The policy deciding which servers this handle trusts.
+    pub fn server_policy(&self) -> &PeerPolicy {
+        &self.shared.server_policy
     }
 
     /// This handle with another per-call timeout (the deadline sent with each call,
@@ -298,7 +352,9 @@ impl Client {
         if let Some(connection) = self.live() {
             return Ok(connection);
         }
-        let connection = Connection::open(&self.shared.config, self.shared.service).await?;
+        let shared = &self.shared;
+        let connection =
+            Connection::open(&shared.config, shared.service, &shared.server_policy).await?;
         *self.slot() = Some(connection.clone());
         Ok(connection)
     }
@@ -392,13 +448,16 @@ struct State {
 }
 
 impl Connection {
+    /// Connects (checking who serves, per `server_policy`, before anything is sent)
+    /// and performs the handshake.
     async fn open(
         config: &IpcConfig,
         service: &'static ServiceDescriptor,
+        server_policy: &PeerPolicy,
     ) -> Result<Arc<Self>, IpcError> {
         let endpoint = config.endpoint_path.as_str();
         let timeout = config.accept_timeout();
-        let stream = transport::connect(endpoint, timeout).await?;
+        let stream = transport::connect_trusted(endpoint, timeout, server_policy).await?;
         let (read_half, write_half) = StreamHalf::pair(stream);
         let codec = FrameCodec::from_config(config);
         let mut reader = FramedRead::new(read_half, codec);
@@ -440,7 +499,8 @@ impl Connection {
                     crate::Code::ResourceExhausted => IpcError::Busy { endpoint, reason },
                     crate::Code::PermissionDenied => {
                         tracing::debug!(%reason, "server refused this peer");
-                        IpcError::PermissionDenied { endpoint }
+                        let reason = format!("the server refused this client: {reason}");
+                        IpcError::PermissionDenied { endpoint, reason }
                     }
                     _ => IpcError::Handshake { endpoint, reason },
                 });

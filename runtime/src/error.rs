@@ -87,11 +87,18 @@ pub enum IpcError {
         /// The endpoint that was tried.
         endpoint: String,
     },
-    /// The caller lacks permission to open the endpoint.
-    #[error("permission denied for {endpoint}")]
+    /// The endpoint may not be used: the OS refused to open it, the server's peer policy
+    /// refused this client, or (on the client) the endpoint failed the client's checks
+    /// of who serves it: a server process or a socket directory owned by a user the
+    /// client's server policy does not trust, or a directory on the socket's path that
+    /// others could tamper with. `reason` says which, naming the owner found.
+    #[error("permission denied for {endpoint}: {reason}")]
     PermissionDenied {
         /// The endpoint that was tried.
         endpoint: String,
+        /// Why, e.g. `server process uid=65534 gid=65534 pid=812 is not trusted by this
+        /// client's server policy (this user (uid 1000) or root)`.
+        reason: String,
     },
     /// Connecting (including the handshake) took longer than `accept_timeout_ms`.
     #[error("timed out connecting to {endpoint}")]
@@ -164,7 +171,12 @@ impl IpcError {
         match error.kind() {
             io::ErrorKind::NotFound => IpcError::ServerNotFound { endpoint },
             io::ErrorKind::ConnectionRefused => IpcError::ConnectionRefused { endpoint },
-            io::ErrorKind::PermissionDenied => IpcError::PermissionDenied { endpoint },
+            io::ErrorKind::PermissionDenied => IpcError::PermissionDenied {
+                endpoint,
+                reason: "the operating system refused access to the socket \
+                         (its mode or its directory's excludes this user)"
+                    .to_owned(),
+            },
             io::ErrorKind::TimedOut => IpcError::ConnectionTimeout { endpoint },
             _ => IpcError::Io(Arc::new(error)),
         }

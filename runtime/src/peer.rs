@@ -8,6 +8,14 @@
 //! refused peer gets a `PERMISSION_DENIED` status in place of the handshake answer
 //! ([`IpcError::PermissionDenied`](crate::IpcError::PermissionDenied) on the client).
 //! Handlers can ask who called them with [`caller`].
+//!
+//! Clients check the other direction with the same type: after connecting, and before
+//! sending anything, a [`Client`](crate::Client) reads the *server's* credentials and
+//! checks them against its server policy (by default [`PeerPolicy::same_user`]: the
+//! client's own uid or root; see
+//! [`Client::with_server_policy`](crate::Client::with_server_policy)), so that a socket
+//! planted by another user is refused with
+//! [`IpcError::PermissionDenied`](crate::IpcError::PermissionDenied) naming who serves it.
 
 use std::fmt;
 
@@ -59,11 +67,20 @@ impl PeerIdentity {
     }
 }
 
-/// Which peers a server accepts.
+/// Which peers a server accepts, or which servers a client trusts.
 ///
-/// The default accepts the server's own effective uid and root (uid 0): the owner-only
-/// socket mode already keeps others out on Unix, and this check holds even if the
-/// socket's mode or directory were loosened. Allow-lists add uids and gids.
+/// The default accepts this process's own effective uid and root (uid 0). On a server
+/// (`Server::with_peer_policy`) it applies to connecting clients: the owner-only socket
+/// mode already keeps others out on Unix, and this check holds even if the socket's
+/// mode or directory were loosened. On a client
+/// ([`Client::with_server_policy`](crate::Client::with_server_policy)) it applies to the
+/// process serving the endpoint, and the uids it lists may also own the socket's
+/// directory and the directories above it (besides the client's user and root).
+/// Allow-lists add uids and gids.
+///
+/// On Windows the OS reports no uid or gid: the default policy then admits any peer
+/// (the pipe's security descriptor restricts access to the user), and a policy with
+/// allow-lists admits none.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerPolicy {
     allow_any: bool,
@@ -80,7 +97,7 @@ impl Default for PeerPolicy {
 }
 
 impl PeerPolicy {
-    /// Accepts the server's effective uid and root.
+    /// Accepts this process's effective uid and root.
     pub fn same_user() -> Self {
         Self {
             allow_any: false,
@@ -100,7 +117,7 @@ impl PeerPolicy {
     }
 
     /// Accepts only the uids and gids added with [`allow_uid`](Self::allow_uid) and
-    /// [`allow_gid`](Self::allow_gid) (not even the server's own uid or root).
+    /// [`allow_gid`](Self::allow_gid) (not even this process's own uid or root).
     pub fn only_listed() -> Self {
         Self {
             allow_any: false,
@@ -128,25 +145,97 @@ impl PeerPolicy {
     /// # Errors
     /// Why not, for the refusal message and the log.
     pub fn check(&self, peer: &PeerIdentity, server_uid: Option<u32>) -> Result<(), String> {
-        if self.allow_any {
-            return Ok(());
-        }
-        if cfg!(not(unix)) && peer.uid.is_none() && self.uids.is_empty() && self.gids.is_empty() {
-            // Windows: the pipe's security descriptor restricts access to the user.
-            return Ok(());
-        }
-        let uid_ok = peer.uid.is_some_and(|uid| {
-            (self.allow_same_uid && Some(uid) == server_uid)
-                || (self.allow_root && uid == 0)
-                || self.uids.contains(&uid)
-        });
-        let gid_ok = peer.gid.is_some_and(|gid| self.gids.contains(&gid));
-        if uid_ok || gid_ok {
+        if self.admits(peer, server_uid) {
             Ok(())
         } else {
             Err(format!(
                 "peer {peer} is not allowed by the server's peer policy"
             ))
+        }
+    }
+
+    /// Whether a client whose effective uid is `own_uid` trusts `server`, the process
+    /// serving its endpoint.
+    ///
+    /// # Errors
+    /// Why not, naming the server's uid, gid and pid and whom the policy admits.
+    pub(crate) fn check_server(
+        &self,
+        server: &PeerIdentity,
+        own_uid: Option<u32>,
+    ) -> Result<(), String> {
+        if self.admits(server, own_uid) {
+            Ok(())
+        } else {
+            Err(format!(
+                "server process {server} is not trusted by this client's server policy ({})",
+                self.admitted(own_uid)
+            ))
+        }
+    }
+
+    /// Whether the policy admits a peer with these credentials, for a process whose
+    /// own effective uid is `own_uid`.
+    fn admits(&self, peer: &PeerIdentity, own_uid: Option<u32>) -> bool {
+        if self.allow_any {
+            return true;
+        }
+        if cfg!(not(unix)) && peer.uid.is_none() && self.uids.is_empty() && self.gids.is_empty() {
+            // Windows: the pipe's security descriptor restricts access to the user.
+            return true;
+        }
+        let gid_ok = peer.gid.is_some_and(|gid| self.gids.contains(&gid));
+        peer.uid.is_some_and(|uid| self.admits_uid(uid, own_uid)) || gid_ok
+    }
+
+    /// Whether the policy admits every peer ([`any`](Self::any)).
+    pub(crate) fn admits_anyone(&self) -> bool {
+        self.allow_any
+    }
+
+    /// Whether the policy trusts user `uid` (gids aside), for a process whose own
+    /// effective uid is `own_uid`: who may own the directories on a socket's path.
+    pub(crate) fn admits_uid(&self, uid: u32, own_uid: Option<u32>) -> bool {
+        self.allow_any
+            || (self.allow_same_uid && Some(uid) == own_uid)
+            || (self.allow_root && uid == 0)
+            || self.uids.contains(&uid)
+    }
+
+    /// Who may own the directories on the path of a socket served by a peer this policy
+    /// admits: this user, root, and the listed uids. This user and root could tamper
+    /// with the endpoint anyway; a listed uid is a user trusted to serve it.
+    pub(crate) fn directory_owners(&self) -> PeerPolicy {
+        PeerPolicy {
+            allow_any: self.allow_any,
+            allow_same_uid: true,
+            allow_root: true,
+            uids: self.uids.clone(),
+            gids: Vec::new(),
+        }
+    }
+
+    /// Whom the policy admits, for messages: `this user (uid 1000) or root`.
+    pub(crate) fn admitted(&self, own_uid: Option<u32>) -> String {
+        if self.allow_any {
+            return "anyone".to_owned();
+        }
+        let mut who = Vec::new();
+        if self.allow_same_uid {
+            who.push(match own_uid {
+                Some(uid) => format!("this user (uid {uid})"),
+                None => "this user".to_owned(),
+            });
+        }
+        if self.allow_root {
+            who.push("root".to_owned());
+        }
+        who.extend(self.uids.iter().map(|uid| format!("uid {uid}")));
+        who.extend(self.gids.iter().map(|gid| format!("gid {gid}")));
+        match who.split_last() {
+            None => "nobody".to_owned(),
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
         }
     }
 }
@@ -231,6 +320,39 @@ mod tests {
         );
         assert!(strict.check(&peer(7, 7), Some(1000)).is_ok());
         assert!(PeerPolicy::any().check(&peer(5, 5), Some(1000)).is_ok());
+    }
+
+    #[test]
+    fn server_check_names_the_server_and_whom_the_policy_trusts() {
+        let policy = PeerPolicy::default();
+        assert!(policy.check_server(&peer(1000, 1000), Some(1000)).is_ok());
+        assert!(policy.check_server(&peer(0, 0), Some(1000)).is_ok());
+        let refused = policy
+            .check_server(&peer(65534, 65534), Some(1000))
+            .unwrap_err();
+        assert_eq!(
+            refused,
+            "server process uid=65534 gid=65534 pid=42 is not trusted by this client's \
+             server policy (this user (uid 1000) or root)"
+        );
+        let listed = PeerPolicy::only_listed().allow_uid(7).allow_gid(8);
+        assert_eq!(listed.admitted(Some(1)), "uid 7 or gid 8");
+        assert_eq!(PeerPolicy::only_listed().admitted(None), "nobody");
+        assert_eq!(PeerPolicy::any().admitted(None), "anyone");
+    }
+
+    #[test]
+    fn directory_owners_are_this_user_root_and_listed_uids() {
+        let owners = PeerPolicy::only_listed().allow_uid(7).directory_owners();
+        for uid in [1000, 0, 7] {
+            assert!(owners.admits_uid(uid, Some(1000)), "{uid}");
+        }
+        assert!(!owners.admits_uid(8, Some(1000)));
+        assert_eq!(
+            owners.admitted(Some(1000)),
+            "this user (uid 1000), root or uid 7"
+        );
+        assert!(PeerPolicy::any().directory_owners().admits_anyone());
     }
 
     #[tokio::test]

@@ -6,6 +6,31 @@
 //! maps failures onto [`IpcError::ServerNotFound`], [`IpcError::ConnectionRefused`],
 //! [`IpcError::PermissionDenied`] and [`IpcError::ConnectionTimeout`], each naming the
 //! endpoint.
+//!
+//! # Who may tamper with an endpoint
+//!
+//! On Unix, both ends check the directories on the socket's path with one function
+//! (`check_socket_dirs`): the socket's directory and every directory above it (after
+//! resolving symlinks) must be owned by a trusted user, and none may be writable by
+//! group or others unless it has the sticky bit (so `/tmp` is fine, a `0777` directory
+//! without the sticky bit is not); a symlink on the path as written must be owned by a
+//! trusted user too. Whoever could replace the socket, or a directory on its path,
+//! could serve in the real server's place.
+//!
+//! - The server ([`bind`]) trusts its own effective uid and root, and refuses with
+//!   [`IpcError::Config`] naming `endpoint_path`.
+//! - A client trusts its own uid, root, and the uids its server policy
+//!   ([`PeerPolicy`]) lists; it refuses with [`IpcError::PermissionDenied`] naming the
+//!   directory and its owner. Then, once connected and before sending anything, it
+//!   checks the credentials of the process that serves the socket against the policy
+//!   itself (by default its own uid or root). That last check is the one that cannot
+//!   race: the directory checks narrow who could have planted a socket; the
+//!   credentials say who did.
+//!
+//! On Windows, named pipes have no directory and the OS reports no uid: nothing is
+//! checked beyond what the pipe's security descriptor enforces, except that a client
+//! whose server policy lists uids or gids refuses every server (it cannot tell who
+//! serves).
 
 use std::{
     io,
@@ -21,7 +46,7 @@ use interprocess::local_socket::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::{IpcConfig, IpcError};
+use crate::{peer::PeerIdentity, IpcConfig, IpcError, PeerPolicy};
 
 /// Longest Unix socket path, in bytes (`sun_path` holds 108 bytes including the NUL).
 pub const MAX_UNIX_PATH: usize = 107;
@@ -46,14 +71,63 @@ pub async fn connect(endpoint: &str, timeout: Duration) -> Result<Stream, IpcErr
     }
 }
 
+/// Connects to `endpoint` as a client whose server policy is `server_policy`: on Unix
+/// the directories on the socket's path are checked first (see the [module
+/// documentation](self)), then, once connected and before anything is sent, the
+/// credentials of the process serving the socket. [`PeerPolicy::any`] skips both.
+///
+/// # Errors
+/// As [`connect`], and `PermissionDenied` naming the directory or the server process
+/// that this client does not trust, and its owner.
+pub(crate) async fn connect_trusted(
+    endpoint: &str,
+    timeout: Duration,
+    server_policy: &PeerPolicy,
+) -> Result<Stream, IpcError> {
+    let denied = |reason: String| IpcError::PermissionDenied {
+        endpoint: endpoint.to_owned(),
+        reason,
+    };
+    #[cfg(unix)]
+    if !server_policy.admits_anyone() {
+        match check_socket_dirs(&socket_dir(endpoint), &server_policy.directory_owners()) {
+            Ok(()) => {}
+            Err(DirError::Unsafe(reason)) => return Err(denied(reason)),
+            Err(DirError::Io(path, error)) => {
+                return Err(match error.kind() {
+                    io::ErrorKind::NotFound => IpcError::ServerNotFound {
+                        endpoint: endpoint.to_owned(),
+                    },
+                    io::ErrorKind::PermissionDenied => {
+                        denied(format!("cannot inspect {}: {error}", path.display()))
+                    }
+                    _ => error.into(),
+                })
+            }
+        }
+    }
+    let stream = connect(endpoint, timeout).await?;
+    if !server_policy.admits_anyone() {
+        let server = PeerIdentity::of(&stream)
+            .map_err(|e| denied(format!("cannot read the server's credentials: {e}")))?;
+        server_policy
+            .check_server(&server, crate::peer::own_uid())
+            .map_err(denied)?;
+    }
+    Ok(stream)
+}
+
 /// Creates the listening endpoint for `config`.
 ///
 /// On Unix the parent directory is created with mode 0700 when missing, and the socket
-/// gets mode 0600. A socket file left behind by a dead server is replaced; one that a
-/// live server still answers on is left alone and reported as `AddrInUse`.
+/// gets mode 0600. The directories on the socket's path must be safe from other users
+/// (see the [module documentation](self)). A socket file left behind by a dead server
+/// is replaced; one that a live server still answers on is left alone and reported as
+/// `AddrInUse`.
 ///
 /// # Errors
-/// `Config` for a bad endpoint, `Io` when the endpoint cannot be created.
+/// `Config` for a bad endpoint or an unsafe directory on its path, `Io` when the
+/// endpoint cannot be created.
 pub fn bind(config: &IpcConfig) -> Result<Listener, IpcError> {
     config.validate()?;
     let endpoint = config.endpoint_path.as_str();
@@ -74,16 +148,28 @@ fn prepare_unix_path(endpoint: &str) -> Result<(), IpcError> {
     use std::path::Path;
 
     let path = Path::new(endpoint);
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            // umask can only remove bits: the directory is never more open than 0700.
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
+    let dir = socket_dir(endpoint);
+    let own = PeerPolicy::same_user();
+    let checked = |dir: &Path, holds_socket| match check_dirs(dir, &own, holds_socket) {
+        Ok(()) => Ok(()),
+        Err(DirError::Unsafe(reason)) => Err(IpcError::Config {
+            field: "endpoint_path",
+            reason,
+        }),
+        Err(DirError::Io(_, error)) => Err(IpcError::from(error)),
+    };
+    if !dir.exists() {
+        // Create nothing under a directory others control.
+        if let Some(existing) = dir.ancestors().skip(1).find(|a| a.exists()) {
+            checked(existing, false)?;
         }
-        check_socket_dir(dir)?;
+        // umask can only remove bits: the directory is never more open than 0700.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
     }
+    checked(&dir, true)?;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             // Probe: a live server answers, a stale socket refuses.
@@ -108,37 +194,98 @@ fn prepare_unix_path(endpoint: &str) -> Result<(), IpcError> {
     }
 }
 
-/// Refuses a socket directory that another user could tamper with: one owned by
-/// someone other than this user or root, or writable by group or others without the
-/// sticky bit (which would let them replace the socket).
+/// The directory holding the socket `endpoint` (`.` for a bare file name).
 #[cfg(unix)]
-fn check_socket_dir(dir: &std::path::Path) -> Result<(), IpcError> {
+fn socket_dir(endpoint: &str) -> std::path::PathBuf {
+    match std::path::Path::new(endpoint).parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => std::path::PathBuf::from("."),
+    }
+}
+
+/// Why [`check_socket_dirs`] refused.
+#[cfg(unix)]
+#[derive(Debug)]
+enum DirError {
+    /// A directory on the path could be tampered with by a user `policy` does not trust.
+    Unsafe(String),
+    /// A directory on the path could not be inspected.
+    Io(std::path::PathBuf, io::Error),
+}
+
+/// Refuses a socket directory that a user not trusted by `policy` could tamper with,
+/// directly or through a directory above it. The one check shared by [`bind`] (with
+/// [`PeerPolicy::same_user`]) and clients (with their server policy's
+/// `directory_owners`: this user, root, and the uids it lists):
+///
+/// - every symlink on the path as written is owned by a trusted user (a symlink in a
+///   sticky directory can be replaced by its owner);
+/// - after resolving symlinks, the socket's directory and each directory above it, up
+///   to `/`, is a directory owned by a trusted user, and is not writable by group or
+///   others unless it has the sticky bit (without it they could rename the directory
+///   below, or the socket, and put their own in its place).
+#[cfg(unix)]
+fn check_socket_dirs(dir: &std::path::Path, policy: &PeerPolicy) -> Result<(), DirError> {
+    check_dirs(dir, policy, true)
+}
+
+/// [`check_socket_dirs`] of `dir`, which holds the socket (`holds_socket`) or is the
+/// nearest existing directory above the one that will.
+#[cfg(unix)]
+fn check_dirs(
+    dir: &std::path::Path,
+    policy: &PeerPolicy,
+    holds_socket: bool,
+) -> Result<(), DirError> {
     use std::os::unix::fs::MetadataExt;
 
-    let meta = std::fs::metadata(dir)?;
-    let own = crate::peer::euid();
-    let reason = if !meta.is_dir() {
-        Some("is not a directory".to_owned())
-    } else if meta.uid() != own && meta.uid() != 0 {
-        Some(format!(
-            "is owned by uid {}, not by this user or root",
-            meta.uid()
-        ))
-    } else if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
-        Some(format!(
-            "is writable by group or others (mode {:o}) without the sticky bit",
-            meta.mode() & 0o7777
-        ))
-    } else {
-        None
+    let own = crate::peer::own_uid();
+    let trusted = |uid: u32| policy.admits_uid(uid, own);
+    let io_error = |path: &std::path::Path| {
+        let path = path.to_owned();
+        move |error| DirError::Io(path, error)
     };
-    match reason {
-        Some(reason) => Err(IpcError::Config {
-            field: "endpoint_path",
-            reason: format!("socket directory {} {reason}", dir.display()),
-        }),
-        None => Ok(()),
+    let absolute = std::path::absolute(dir).map_err(io_error(dir))?;
+    for link in absolute.ancestors() {
+        let meta = std::fs::symlink_metadata(link).map_err(io_error(link))?;
+        if meta.file_type().is_symlink() && !trusted(meta.uid()) {
+            return Err(DirError::Unsafe(format!(
+                "{} on the socket's path is a symlink owned by uid {}, not by {}",
+                link.display(),
+                meta.uid(),
+                policy.admitted(own)
+            )));
+        }
     }
+    let real = std::fs::canonicalize(&absolute).map_err(io_error(&absolute))?;
+    for (depth, ancestor) in real.ancestors().enumerate() {
+        let meta = std::fs::metadata(ancestor).map_err(io_error(ancestor))?;
+        let what = if depth == 0 && holds_socket {
+            "socket directory"
+        } else {
+            "directory above the socket's"
+        };
+        let (uid, mode) = (meta.uid(), meta.mode() & 0o7777);
+        let problem = if !meta.is_dir() {
+            "is not a directory".to_owned()
+        } else if !trusted(uid) {
+            format!("is owned by uid {uid}, not by {}", policy.admitted(own))
+        } else if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            format!(
+                "(owner uid {uid}) is writable by group or others (mode {mode:o}) \
+                 without the sticky bit"
+            )
+        } else {
+            continue;
+        };
+        let shown = if depth == 0 && real != absolute {
+            format!("{} (resolved from {})", ancestor.display(), dir.display())
+        } else {
+            ancestor.display().to_string()
+        };
+        return Err(DirError::Unsafe(format!("{what} {shown} {problem}")));
+    }
+    Ok(())
 }
 
 /// One half of a connection: a shared handle on the stream that reads or writes.
@@ -199,4 +346,67 @@ impl AsyncWrite for StreamHalf {
 /// Accepts one connection from `listener`.
 pub(crate) async fn accept(listener: &Listener) -> io::Result<Stream> {
     listener.accept().await
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn chmod(path: &std::path::Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    fn unsafe_reason(dir: &std::path::Path) -> String {
+        match check_socket_dirs(dir, &PeerPolicy::same_user()) {
+            Err(DirError::Unsafe(reason)) => reason,
+            other => panic!("expected a refusal of {}, got {other:?}", dir.display()),
+        }
+    }
+
+    #[test]
+    fn the_directory_and_every_directory_above_it_are_checked() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let parent = tmp.path().join("parent");
+        let dir = parent.join("run");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        check_socket_dirs(&dir, &PeerPolicy::same_user()).expect("private directories");
+
+        chmod(&parent, 0o777);
+        let reason = unsafe_reason(&dir);
+        assert!(
+            reason.starts_with(&format!(
+                "directory above the socket's {} (owner uid {})",
+                parent.display(),
+                crate::peer::euid()
+            )) && reason.contains("mode 777"),
+            "{reason}"
+        );
+        chmod(&parent, 0o1777);
+        check_socket_dirs(&dir, &PeerPolicy::same_user()).expect("sticky, like /tmp");
+
+        chmod(&dir, 0o770);
+        let reason = unsafe_reason(&dir);
+        assert!(
+            reason.starts_with(&format!("socket directory {}", dir.display()))
+                && reason.contains("mode 770"),
+            "{reason}"
+        );
+        chmod(&dir, 0o700);
+
+        // Through a symlink: the real directories are checked, and named.
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).expect("symlink");
+        check_socket_dirs(&link, &PeerPolicy::same_user()).expect("own symlink");
+        chmod(&dir, 0o777);
+        let reason = unsafe_reason(&link);
+        assert!(reason.contains("resolved from"), "{reason}");
+    }
+
+    #[test]
+    fn a_bare_file_name_is_in_the_working_directory() {
+        assert_eq!(socket_dir("x.sock"), std::path::PathBuf::from("."));
+        assert_eq!(socket_dir("/run/x.sock"), std::path::PathBuf::from("/run"));
+    }
 }
