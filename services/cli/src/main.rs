@@ -9,6 +9,11 @@
 //! Exit status: 0 on success; 1 when `hash --expect` finds a different hash; 2 for any
 //! error (no server, refused call, unreadable file, bad arguments). Errors are one line
 //! on stderr naming the endpoint; stdout carries only the requested output.
+//!
+//! The cli talks only to a collector it trusts: one served by its own user or root from
+//! a socket whose directories only they control (add users with `--server-uid`).
+//! Anything else, such as a socket another user planted first, is refused before a
+//! request is sent, with a message naming the owner found.
 
 mod format;
 
@@ -21,7 +26,7 @@ use std::{
 
 use clap::{Parser, Subcommand};
 use daemoneye_collector::ProcessCollectorClient;
-use daemoneye_ipc::{config::default_endpoint, IpcConfig, IpcError};
+use daemoneye_ipc::{config::default_endpoint, IpcConfig, IpcError, PeerPolicy};
 use daemoneye_proto::{HashRequest, HashResult, ProcessFilter};
 
 /// Query DaemonEye's process collector (procmond) over its local socket.
@@ -47,6 +52,11 @@ struct Cli {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     timeout_ms: u64,
+
+    /// Also trust a collector running as this uid, and socket directories it owns
+    /// (repeatable). By default only this user and root are trusted.
+    #[arg(long = "server-uid", global = true, value_name = "UID")]
+    server_uids: Vec<u32>,
 
     #[command(subcommand)]
     command: Command,
@@ -140,10 +150,9 @@ impl fmt::Display for CliError {
                         f,
                         "connection refused by {endpoint} (stale socket: is procmond running?)"
                     ),
-                    IpcError::PermissionDenied { .. } => write!(
-                        f,
-                        "permission denied for {endpoint} (run as a user allowed to reach procmond)"
-                    ),
+                    IpcError::PermissionDenied { reason, .. } => {
+                        write!(f, "permission denied for {endpoint}: {}", clean(reason))
+                    }
                     IpcError::ConnectionTimeout { .. } => {
                         write!(f, "timed out connecting to {endpoint}")
                     }
@@ -248,9 +257,20 @@ fn run(cli: Cli) -> Result<String, CliError> {
             endpoint: config.endpoint_path.clone(),
             source,
         };
-        let client = ProcessCollectorClient::connect(&config)
-            .await
-            .map_err(ipc)?;
+        let server_policy = cli
+            .server_uids
+            .iter()
+            .fold(PeerPolicy::same_user(), |policy, uid| {
+                policy.allow_uid(*uid)
+            });
+        let client = daemoneye_ipc::Client::connect_with_server_policy(
+            &config,
+            ProcessCollectorClient::DESCRIPTOR,
+            server_policy,
+        )
+        .await
+        .map(ProcessCollectorClient::from_client)
+        .map_err(ipc)?;
         match cli.command {
             Command::Processes {
                 names,
