@@ -307,6 +307,31 @@ async fn expect_closed(stream: &mut UnixStream) -> (Vec<u8>, Duration) {
     (received, started.elapsed())
 }
 
+/// Sends a sound frame whose envelope breaks the protocol after the handshake; expects
+/// one connection-level `FAILED_PRECONDITION` status whose message contains `why`,
+/// then the close, and one protocol error counted.
+async fn protocol_error_closes(harness: &Harness, bytes: &[u8], why: &str) {
+    let before = harness.snapshot().protocol_errors;
+    let mut stream = raw_after_handshake(harness).await;
+    stream.write_all(bytes).await.expect("write");
+    let (received, _) = expect_closed(&mut stream).await;
+    assert!(
+        received.len() > 8,
+        "a status frame is expected, got {received:?}"
+    );
+    let len = u32::from_le_bytes([received[0], received[1], received[2], received[3]]) as usize;
+    let envelope = Envelope::decode(&received[8..8 + len]).expect("an envelope");
+    assert_eq!(envelope.correlation_id, 0, "connection-level");
+    let Some(Body::Status(status)) = envelope.body else {
+        panic!("expected a status, got {envelope:?}");
+    };
+    assert_eq!(status.code, Code::FailedPrecondition as i32);
+    assert!(status.message.contains(why), "{}", status.message);
+    harness
+        .metrics_until("protocol_errors + 1", |m| m.protocol_errors == before + 1)
+        .await;
+}
+
 /// Where a broken frame goes: as the connection's first frame, or after the handshake.
 #[derive(Clone, Copy, Debug)]
 enum When {
@@ -476,7 +501,7 @@ async fn garbage_envelope_after_the_handshake_closes_the_connection() {
     // Field 1 with wire type 7, which does not exist: not decodable as any message.
     let garbage = [0x0F, 0xFF, 0xFF, 0xFF, 0xFF, 0x01, 0x02, 0x03];
     assert!(Envelope::decode(&garbage[..]).is_err(), "really garbage");
-    broken_frame_closes(&harness, When::AfterHandshake, &frame(&garbage)).await;
+    protocol_error_closes(&harness, &frame(&garbage), "decode").await;
     assert_healthy(&harness).await;
 
     // A decodable envelope with no body is just as unexpected from a client.
@@ -485,7 +510,7 @@ async fn garbage_envelope_after_the_handshake_closes_the_connection() {
         body: None,
     }
     .encode_to_vec();
-    broken_frame_closes(&harness, When::AfterHandshake, &frame(&empty)).await;
+    protocol_error_closes(&harness, &frame(&empty), "no body").await;
     assert_eq!(
         harness.counters.started.load(Ordering::SeqCst),
         1,

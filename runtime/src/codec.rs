@@ -13,10 +13,13 @@
 //! After any of these errors the stream's frame boundaries can no longer be trusted and
 //! the connection must be closed.
 
+use std::{fmt, str::FromStr};
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::{Crc32Variant, IpcError};
+use crate::IpcError;
 
 /// Bytes in a frame header: length then CRC, both `u32` little-endian.
 pub const HEADER_LEN: usize = 8;
@@ -36,11 +39,6 @@ impl FrameCodec {
             max_frame_bytes,
             crc,
         }
-    }
-
-    /// The codec `config` asks for: its `max_frame_bytes` and `crc32_variant`.
-    pub fn from_config(config: &crate::IpcConfig) -> Self {
-        Self::new(config.max_frame_bytes, config.crc32_variant)
     }
 
     /// The payload size limit, in bytes.
@@ -138,6 +136,92 @@ impl<M: prost::Message> Encoder<M> for FrameCodec {
         let crc = self.crc.checksum(&dst[start + HEADER_LEN..]);
         dst[start + 4..start + HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
         Ok(())
+    }
+}
+
+/// Which CRC-32 polynomial frames carry. Both ends must agree.
+///
+/// In files and environment variables it is written `"crc32c"` or `"ieee"`, in any case
+/// (`CRC32C` is accepted); it is always written back in lower case.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Crc32Variant {
+    /// CRC-32C (Castagnoli), hardware-accelerated on x86-64 and aarch64. The default
+    /// (seed: IPC Protocol, CRC32C Checksum Usage). Written `"crc32c"`.
+    #[default]
+    Castagnoli,
+    /// CRC-32 IEEE 802.3 (the polynomial of zlib and Ethernet). Written `"ieee"`.
+    Ieee,
+}
+
+impl Crc32Variant {
+    /// What configuration values may say, in lower case.
+    const NAMES: &'static str = "`crc32c` or `ieee` (any case)";
+
+    /// The checksum of `bytes` under this variant.
+    #[inline]
+    pub fn checksum(self, bytes: &[u8]) -> u32 {
+        match self {
+            Crc32Variant::Castagnoli => crc32c::crc32c(bytes),
+            Crc32Variant::Ieee => crc32fast::hash(bytes),
+        }
+    }
+
+    /// The configuration name: `"crc32c"` or `"ieee"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Crc32Variant::Castagnoli => "crc32c",
+            Crc32Variant::Ieee => "ieee",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        [Crc32Variant::Castagnoli, Crc32Variant::Ieee]
+            .into_iter()
+            .find(|variant| variant.as_str().eq_ignore_ascii_case(name.trim()))
+    }
+}
+
+impl fmt::Display for Crc32Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Crc32Variant {
+    type Err = IpcError;
+
+    /// Parses `"crc32c"` or `"ieee"`, ignoring case and surrounding whitespace.
+    ///
+    /// # Errors
+    /// [`IpcError::Config`] for `crc32_variant` on any other text.
+    fn from_str(name: &str) -> Result<Self, IpcError> {
+        Self::from_name(name).ok_or_else(|| IpcError::Config {
+            field: "crc32_variant",
+            reason: format!("found {name:?}, expected {}", Self::NAMES),
+        })
+    }
+}
+
+impl Serialize for Crc32Variant {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Crc32Variant {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl de::Visitor<'_> for Name {
+            type Value = Crc32Variant;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(Crc32Variant::NAMES)
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Crc32Variant, E> {
+                Crc32Variant::from_name(name)
+                    .ok_or_else(|| E::invalid_value(de::Unexpected::Str(name), &self))
+            }
+        }
+        deserializer.deserialize_str(Name)
     }
 }
 

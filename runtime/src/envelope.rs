@@ -10,15 +10,11 @@ pub mod pb {
 pub use pb::envelope::Body;
 pub use pb::Envelope;
 
-/// Magic number in [`pb::Hello::magic`]: the bytes `DIPC` read as a little-endian u32.
-pub const HELLO_MAGIC: u32 = u32::from_le_bytes(*b"DIPC");
-
 /// Room left in a frame for the envelope around a request's or response's payload
 /// (correlation id, method id, deadline, tags and lengths), in bytes.
 pub const ENVELOPE_OVERHEAD: usize = 32;
 
-/// Wire protocol version this crate speaks (the one `daemoneye_ipc.proto` describes).
-pub const PROTOCOL_VERSION: u32 = 1;
+pub use crate::handshake::{HELLO_MAGIC, PROTOCOL_VERSION};
 
 impl Envelope {
     /// An envelope with the given correlation id and body.

@@ -47,6 +47,7 @@ pub mod config;
 pub mod descriptor;
 pub mod envelope;
 pub mod error;
+pub mod handshake;
 mod log_budget;
 pub mod metrics;
 pub mod peer;

@@ -1,0 +1,370 @@
+//! The client side of a connection: many calls in flight on one connection, each answer
+//! matched to its caller by correlation id.
+//!
+//! A [`Client`] is a cheap, cloneable handle. Calls are encoded in the caller's task and
+//! handed to one writer task, which batches whatever frames are queued into one write;
+//! one reader task routes each answer to the waiting call through a `oneshot`. A call
+//! that times out, or whose future is dropped, is removed from the table and the server
+//! is sent a `Cancel`. When the connection fails, every call in flight ends with that
+//! error; the next call opens a new connection (a call is never sent twice).
+//!
+//! Layout: this module is the handle (retries, deadlines, breaker, rate limit,
+//! reconnection); [`connection`] is one connection (its table of calls in flight,
+//! reader and writer tasks).
+
+mod connection;
+
+use std::{
+    num::NonZeroU32,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+
+use self::connection::{Connection, PendingCall};
+use crate::{
+    config::millis,
+    envelope::{pb, Body, Envelope, ENVELOPE_OVERHEAD},
+    resilience::{
+        is_failure, is_retryable, BreakerConfig, BreakerState, CircuitBreaker, RateLimit,
+        RetryPolicy,
+    },
+    IpcConfig, IpcError, PeerPolicy, ServiceDescriptor,
+};
+
+/// A call's result.
+type Answer = Result<Bytes, IpcError>;
+
+/// A typed service's client handle; generated clients (`FooClient`) wrap one.
+///
+/// Cloning is cheap and clones share the connection (and the circuit breaker and rate
+/// limit, when set). Every call ends exactly once: with its response, the server's
+/// [`Status`] (as [`IpcError::Status`]), or a transport error. When the connection is
+/// lost, the next call opens a new one, with backoff, per its [`RetryPolicy`].
+#[derive(Clone, Debug)]
+pub struct Client {
+    shared: Arc<Shared>,
+    timeout: Duration,
+    retry: RetryPolicy,
+    breaker: Option<Arc<CircuitBreaker>>,
+    rate_limit: Option<Arc<RateLimit>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: IpcConfig,
+    service: &'static ServiceDescriptor,
+    /// Who may serve the endpoint (and own the directories on its path).
+    server_policy: PeerPolicy,
+    /// The live connection, if any; read on every call, so a plain mutex held briefly.
+    current: Mutex<Option<Arc<Connection>>>,
+    /// Serialises reconnection so that concurrent callers open one connection, not many.
+    reconnect: tokio::sync::Mutex<()>,
+}
+
+impl Client {
+    /// Connects to the service described by `service` at `config.endpoint_path` and
+    /// performs the handshake, once (no retry: a caller that wants to wait for the
+    /// server uses [`lazy`](Self::lazy)).
+    ///
+    /// Before anything is sent, the server is checked against the default server
+    /// policy, [`PeerPolicy::same_user`]: the process serving the endpoint must run as
+    /// this user or root, and (on Unix) the socket's directory and the directories above
+    /// it must be safe from other users (see [`with_server_policy`](Self::with_server_policy)
+    /// and [`transport`]).
+    ///
+    /// # Errors
+    /// `Config` for an invalid configuration; `ServerNotFound`, `ConnectionRefused`,
+    /// `PermissionDenied`, `ConnectionTimeout` naming the endpoint; `Busy` when the
+    /// server is at its connection limit; `Handshake` when the server serves another
+    /// service or another version of it. `PermissionDenied` also when the server or a
+    /// directory on the socket's path is not trusted; its reason names the owner found.
+    pub async fn connect(
+        config: &IpcConfig,
+        service: &'static ServiceDescriptor,
+    ) -> Result<Self, IpcError> {
+        Self::connect_with_server_policy(config, service, PeerPolicy::same_user()).await
+    }
+
+    /// [`connect`](Self::connect), trusting the servers that `server_policy` admits in
+    /// place of the default (this user and root). The policy applies to every
+    /// connection this client opens later.
+    ///
+    /// # Errors
+    /// As for [`connect`](Self::connect).
+    pub async fn connect_with_server_policy(
+        config: &IpcConfig,
+        service: &'static ServiceDescriptor,
+        server_policy: PeerPolicy,
+    ) -> Result<Self, IpcError> {
+        let client = Self::lazy(config, service)?.with_server_policy(server_policy);
+        let shared = &client.shared;
+        let connection =
+            Connection::open(&shared.config, shared.service, &shared.server_policy).await?;
+        *client.slot() = Some(connection);
+        Ok(client)
+    }
+
+    /// A client that connects on its first call (and reconnects, with backoff, per its
+    /// [`RetryPolicy`]): for callers that may start before the server.
+    ///
+    /// # Errors
+    /// `Config` for an invalid configuration.
+    pub fn lazy(config: &IpcConfig, service: &'static ServiceDescriptor) -> Result<Self, IpcError> {
+        config.validate()?;
+        Ok(Self {
+            timeout: config.call_timeout(),
+            retry: RetryPolicy::default(),
+            breaker: None,
+            rate_limit: None,
+            shared: Arc::new(Shared {
+                config: config.clone(),
+                service,
+                server_policy: PeerPolicy::same_user(),
+                current: Mutex::new(None),
+                reconnect: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// This handle trusting the servers that `server_policy` admits, in place of the
+    /// default [`PeerPolicy::same_user`] (this user and root): checked on every
+    /// connection it opens, before anything is sent, against the credentials of the
+    /// process serving the endpoint. On Unix the socket's directory and the directories
+    /// above it must be owned by this user, root or a uid the policy lists, and not be
+    /// writable by others without the sticky bit. [`PeerPolicy::any`] turns both checks
+    /// off.
+    ///
+    /// Set it on a [`lazy`](Self::lazy) client (or use
+    /// [`connect_with_server_policy`](Self::connect_with_server_policy)): this handle
+    /// and the clones made from it then have a connection of their own, and one that
+    /// [`connect`](Self::connect) already opened under the default policy is not used.
+    pub fn with_server_policy(mut self, server_policy: PeerPolicy) -> Self {
+        self.shared = Arc::new(Shared {
+            config: self.shared.config.clone(),
+            service: self.shared.service,
+            server_policy,
+            current: Mutex::new(None),
+            reconnect: tokio::sync::Mutex::new(()),
+        });
+        self
+    }
+
+    /// The policy deciding which servers this handle trusts.
+    pub fn server_policy(&self) -> &PeerPolicy {
+        &self.shared.server_policy
+    }
+
+    /// This handle with another per-call timeout (the deadline sent with each call,
+    /// which also bounds every retry).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// This handle with another retry policy ([`RetryPolicy::never`] to disable).
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// This handle with a new circuit breaker, shared by the clones made from it.
+    pub fn with_circuit_breaker(mut self, config: BreakerConfig) -> Self {
+        self.breaker = Some(Arc::new(CircuitBreaker::new(config)));
+        self
+    }
+
+    /// This handle with a token-bucket limit of `per_second` calls per second and
+    /// bursts of `burst`, shared by the clones made from it. A call waits for a token
+    /// when one comes before its deadline, else fails with `RateLimited`.
+    pub fn with_rate_limit(mut self, per_second: NonZeroU32, burst: NonZeroU32) -> Self {
+        self.rate_limit = Some(Arc::new(RateLimit::new(per_second, burst)));
+        self
+    }
+
+    /// The circuit breaker's state, when this handle has one.
+    pub fn circuit_state(&self) -> Option<BreakerState> {
+        self.breaker.as_ref().map(|breaker| breaker.state())
+    }
+
+    /// The per-call timeout of this handle.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The service this client talks to.
+    pub fn descriptor(&self) -> &'static ServiceDescriptor {
+        self.shared.service
+    }
+
+    /// The endpoint this client connects to.
+    pub fn endpoint(&self) -> &str {
+        &self.shared.config.endpoint_path
+    }
+
+    /// Calls method `method_id` with `request` and waits for its answer, at most this
+    /// handle's timeout (retries included).
+    ///
+    /// # Errors
+    /// `Status` when the handler returned an error; `DeadlineExceeded` when the timeout
+    /// passed (the server is told to cancel); `TooLarge` when the request exceeds
+    /// `max_frame_bytes` (nothing is sent); `PeerClosed` or a framing error when the
+    /// connection failed; `Decode` when the response is not a valid `Resp`;
+    /// `CircuitOpen`, `RateLimited` from the handle's policies; the
+    /// [`connect`](Self::connect) errors when a new connection was needed and could not
+    /// be made within the retry policy.
+    pub async fn call<Req, Resp>(&self, method_id: u32, request: &Req) -> Result<Resp, IpcError>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let payload = Bytes::from(request.encode_to_vec());
+        let answer = self.call_raw(method_id, payload).await?;
+        Ok(Resp::decode(answer)?)
+    }
+
+    /// Like [`call`](Self::call) with the request already encoded; returns the encoded
+    /// response.
+    ///
+    /// # Errors
+    /// As for [`call`](Self::call), except `Decode`.
+    pub async fn call_raw(&self, method_id: u32, payload: Bytes) -> Answer {
+        let max = self.shared.config.max_frame_bytes;
+        if payload.len() + ENVELOPE_OVERHEAD > max {
+            return Err(IpcError::TooLarge {
+                size: payload.len() + ENVELOPE_OVERHEAD,
+                max_size: max,
+            });
+        }
+        let deadline = Instant::now() + self.timeout;
+        let idempotent = self
+            .shared
+            .service
+            .method(method_id)
+            .is_some_and(|method| method.idempotent);
+        if let Some(limit) = &self.rate_limit {
+            limit.acquire(self.timeout).await?;
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let permit = match &self.breaker {
+                Some(breaker) => Some(breaker.acquire()?),
+                None => None,
+            };
+            let (answer, sent) = self.attempt(method_id, payload.clone(), deadline).await;
+            if let Some(permit) = permit {
+                permit.record(!matches!(&answer, Err(error) if is_failure(error)));
+            }
+            let error = match answer {
+                Ok(answer) => return Ok(answer),
+                Err(error) => error,
+            };
+            if attempt >= self.retry.max_attempts || !is_retryable(&error, sent, idempotent) {
+                return Err(error);
+            }
+            let pause = self.retry.backoff(attempt);
+            if Instant::now() + pause >= deadline {
+                return Err(error);
+            }
+            tracing::debug!(%error, attempt, ?pause, method_id, "retrying call");
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// One attempt: (re)connect if needed, send, wait. Also says whether the request
+    /// may have reached the server.
+    async fn attempt(&self, method_id: u32, payload: Bytes, deadline: Instant) -> (Answer, bool) {
+        let expired = || IpcError::DeadlineExceeded {
+            after_ms: millis(self.timeout),
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let connection = match tokio::time::timeout(remaining, self.connection()).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error)) => return (Err(error), false),
+            Err(_) => return (Err(expired()), false),
+        };
+        let (correlation_id, answer) = match connection.register() {
+            Ok(registered) => registered,
+            Err(error) => return (Err(error), false),
+        };
+        let mut pending = PendingCall {
+            connection: &connection,
+            correlation_id,
+            done: false,
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let timeout_us = u64::try_from(remaining.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let request = Envelope::new(
+            correlation_id,
+            Body::Request(pb::Request {
+                method_id,
+                timeout_us,
+                payload,
+            }),
+        );
+        let outcome = tokio::time::timeout_at(deadline.into(), async {
+            if connection.outbound.send(request).await.is_err() {
+                return (Err(IpcError::PeerClosed), false);
+            }
+            match answer.await {
+                Ok(Ok(payload)) => (Ok(payload), true),
+                Ok(Err(failed)) => (Err(failed.error), failed.sent),
+                Err(_) => (Err(IpcError::PeerClosed), true),
+            }
+        })
+        .await;
+        match outcome {
+            Ok(outcome) => {
+                pending.done = true;
+                outcome
+            }
+            Err(_) => (Err(expired()), true),
+        }
+    }
+
+    /// The live connection, opening a new one when the last one failed.
+    async fn connection(&self) -> Result<Arc<Connection>, IpcError> {
+        if let Some(connection) = self.live() {
+            return Ok(connection);
+        }
+        let _one_at_a_time = self.shared.reconnect.lock().await;
+        if let Some(connection) = self.live() {
+            return Ok(connection);
+        }
+        let shared = &self.shared;
+        let connection =
+            Connection::open(&shared.config, shared.service, &shared.server_policy).await?;
+        *self.slot() = Some(connection.clone());
+        Ok(connection)
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Arc<Connection>>> {
+        self.shared
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn live(&self) -> Option<Arc<Connection>> {
+        let mut slot = self.slot();
+        match slot.as_ref() {
+            Some(connection) if !connection.is_closed() => Some(connection.clone()),
+            Some(_) => {
+                *slot = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Calls waiting for an answer on the current connection (0 when there is none).
+    pub fn in_flight(&self) -> usize {
+        self.slot()
+            .as_ref()
+            .map_or(0, |connection| connection.in_flight())
+    }
+}

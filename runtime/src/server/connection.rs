@@ -1,0 +1,453 @@
+//! One connection: the handshake answer, then the table of calls in flight, the reader
+//! (this task) and the writer task.
+
+use std::{
+    collections::{hash_map::Entry, HashMap},
+    future::Future,
+    panic::AssertUnwindSafe,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use futures_util::{
+    future::{AbortHandle, Abortable},
+    FutureExt, SinkExt, StreamExt,
+};
+use interprocess::local_socket::tokio::Stream;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::{
+    codec::{FramedRead, FramedWrite},
+    sync::CancellationToken,
+};
+
+use super::{bare::serve_bare, Service, Shared};
+use crate::{
+    codec::FrameCodec,
+    envelope::{pb, Body, Envelope, ENVELOPE_OVERHEAD},
+    handshake::{self, Verdict},
+    metrics::ServerMetrics,
+    peer::{self, PeerIdentity},
+    transport::StreamHalf,
+    IpcConfig, IpcError, Status,
+};
+
+type CallTable = Arc<Mutex<HashMap<u64, AbortHandle>>>;
+
+fn lock(calls: &CallTable) -> std::sync::MutexGuard<'_, HashMap<u64, AbortHandle>> {
+    calls.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What a connection's first frame turned out to be.
+enum Opening {
+    /// A daemoneye-ipc client: the handshake was answered and accepted.
+    Envelopes,
+    /// A seed-era peer sending bare requests; its first request is attached.
+    Bare(Bytes),
+    /// Refused or broken; the connection is to be closed.
+    Closed,
+}
+
+pub(super) type Reader = FramedRead<StreamHalf, FrameCodec>;
+pub(super) type Writer = FramedWrite<StreamHalf, FrameCodec>;
+
+pub(super) async fn serve_connection<S: Service>(
+    shared: Shared<S>,
+    stream: Stream,
+    identity: PeerIdentity,
+    stop: CancellationToken,
+) {
+    let (service, config) = (&shared.service, &shared.config);
+    let (read_half, write_half) = StreamHalf::pair(stream);
+    let mut reader = FramedRead::new(read_half, config.frame_codec());
+    let mut writer = FramedWrite::new(write_half, config.frame_codec());
+    match open(
+        &**service,
+        &mut reader,
+        &mut writer,
+        config,
+        &shared.metrics,
+    )
+    .await
+    {
+        Opening::Envelopes => serve_envelopes(&shared, identity, reader, writer, stop).await,
+        Opening::Bare(first) => {
+            let bare = serve_bare(&**service, first, reader, writer, config, &stop);
+            peer::with_caller(identity, bare).await
+        }
+        Opening::Closed => {}
+    }
+}
+
+/// Reads the first frame and answers the handshake.
+async fn open<S: Service>(
+    service: &S,
+    reader: &mut Reader,
+    writer: &mut Writer,
+    config: &IpcConfig,
+    metrics: &ServerMetrics,
+) -> Opening {
+    let first = match tokio::time::timeout(config.accept_timeout(), reader.next()).await {
+        Ok(Some(Ok(frame))) => frame,
+        Ok(Some(Err(error))) => {
+            tracing::debug!(%error, "bad first frame");
+            if !matches!(error, IpcError::PeerClosed) {
+                metrics.protocol_error();
+            }
+            return Opening::Closed;
+        }
+        Ok(None) => return Opening::Closed,
+        Err(_) => {
+            tracing::debug!("no first frame before the accept timeout");
+            return Opening::Closed;
+        }
+    };
+    let reply = match handshake::check(first.clone(), service.descriptor(), config) {
+        Verdict::Accepted(ack) => Envelope::new(0, Body::HelloAck(ack)),
+        Verdict::Refused(status) => Envelope::new(0, Body::Status(status.to_wire())),
+        Verdict::NotHello(status) => {
+            if service.descriptor().bare_method().is_some() {
+                return Opening::Bare(first);
+            }
+            Envelope::new(0, Body::Status(status.to_wire()))
+        }
+    };
+    let accepted = matches!(reply.body, Some(Body::HelloAck(_)));
+    match tokio::time::timeout(config.write_timeout(), writer.send(reply)).await {
+        Ok(Ok(())) if accepted => Opening::Envelopes,
+        _ => Opening::Closed,
+    }
+}
+
+async fn serve_envelopes<S: Service>(
+    shared: &Shared<S>,
+    identity: PeerIdentity,
+    mut reader: Reader,
+    writer: Writer,
+    stop: CancellationToken,
+) {
+    let config = &*shared.config;
+    let (outbound, queue) = mpsc::channel(config.max_in_flight);
+    // Cancelled by the writer when it fails (write timeout, broken pipe): the peer can
+    // no longer be answered, so the connection ends and its calls stop.
+    let broken = CancellationToken::new();
+    let writer_task = tokio::spawn(write_loop(
+        writer,
+        queue,
+        config.write_timeout(),
+        broken.clone(),
+    ));
+    let slots = Arc::new(Semaphore::new(config.max_in_flight));
+    let calls: CallTable = Arc::default();
+    let clock = Arc::new(IdleClock::new());
+    // If this task is aborted (drain timeout), its handlers and writer go with it.
+    let _abort_on_drop = AbortOnDrop {
+        calls: calls.clone(),
+        writer: writer_task.abort_handle(),
+    };
+    let max_frame = config.max_frame_bytes;
+    let handler_timeout = config.handler_timeout();
+    // The highest correlation id read, reported in `GoAway`.
+    let mut last_read = 0;
+
+    // `Some(error)`: the peer broke the protocol or the connection failed; `None` with
+    // `draining`: the server is shutting down; `None` otherwise: the peer closed.
+    let mut draining = false;
+    let error = loop {
+        // Backpressure: take a slot before reading, so a full connection is not read.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break None,
+            },
+            () = stop.cancelled() => {
+                draining = true;
+                break None;
+            }
+            () = broken.cancelled() => break Some(IpcError::PeerClosed),
+        };
+        let next = next_frame(&mut reader, &clock, &slots, config);
+        let frame = tokio::select! {
+            next = next => next,
+            () = stop.cancelled() => {
+                draining = true;
+                break None;
+            }
+            () = broken.cancelled() => break Some(IpcError::PeerClosed),
+        };
+        let frame = match frame {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break None,
+            Err(error) => break Some(error),
+        };
+        clock.touch();
+        let envelope = match <Envelope as prost::Message>::decode(frame) {
+            Ok(envelope) => envelope,
+            Err(error) => break Some(error.into()),
+        };
+        let id = envelope.correlation_id;
+        match envelope.body {
+            Some(Body::Request(request)) => {
+                let (abort, registration) = AbortHandle::new_pair();
+                let duplicate = match lock(&calls).entry(id) {
+                    Entry::Occupied(_) => true,
+                    Entry::Vacant(slot) => {
+                        slot.insert(abort);
+                        false
+                    }
+                };
+                if duplicate {
+                    // Two answers would carry one id: a protocol error, as a reused
+                    // stream id is in HTTP/2. The connection ends; no id is answered twice.
+                    break Some(IpcError::InvalidMessage {
+                        reason: format!("correlation id {id} reused while its call is in flight"),
+                    });
+                }
+                last_read = last_read.max(id);
+                let (service, outbound, calls) =
+                    (shared.service.clone(), outbound.clone(), calls.clone());
+                let (metrics, clock) = (shared.metrics.clone(), clock.clone());
+                let task = async move {
+                    let running = metrics.call();
+                    let call = run_call(&*service, request, max_frame, handler_timeout, &metrics);
+                    let call = peer::with_caller(identity, call);
+                    match Abortable::new(call, registration).await {
+                        Ok(answer) => {
+                            let _ = outbound.send(Envelope::new(id, answer)).await;
+                        }
+                        Err(_aborted) => metrics.cancelled(),
+                    }
+                    lock(&calls).remove(&id);
+                    clock.touch();
+                    drop(running);
+                    drop(slot);
+                };
+                run_or_spawn(task);
+            }
+            Some(Body::Cancel(_)) => {
+                if let Some(call) = lock(&calls).remove(&id) {
+                    call.abort();
+                }
+            }
+            other => {
+                break Some(IpcError::InvalidMessage {
+                    reason: format!("unexpected envelope from client: {}", kind(other.as_ref())),
+                })
+            }
+        }
+    };
+    if let Some(error) = &error {
+        tracing::debug!(%error, "closing connection");
+        if !matches!(error, IpcError::PeerClosed) {
+            shared.metrics.protocol_error();
+        }
+        if matches!(error, IpcError::InvalidMessage { .. } | IpcError::Decode(_)) {
+            // The frames were sound but their content broke the protocol: say why
+            // before closing (every call in flight fails with this status). After a
+            // framing error nothing is said: the peer's boundaries cannot be trusted.
+            let status = Status::failed_precondition(format!("protocol error: {error}"));
+            let _ = outbound.try_send(Envelope::new(0, Body::Status(status.to_wire())));
+        }
+    }
+    if draining {
+        // Tell the client before answering what is in flight, so it sends no more, and
+        // which requests were never read, so it can send them elsewhere.
+        let go_away = pb::GoAway {
+            reason: "server is shutting down".to_owned(),
+            last_correlation_id: last_read,
+        };
+        let _ = outbound.try_send(Envelope::new(0, Body::GoAway(go_away)));
+    } else {
+        // Nobody is left to read the answers: stop the handlers now.
+        for (_, call) in lock(&calls).drain() {
+            call.abort();
+        }
+    }
+    // The writer ends once every handler has sent its answer and dropped its sender.
+    drop(outbound);
+    let _ = writer_task.await;
+}
+
+/// The kind of an envelope body, for error messages (never its contents).
+fn kind(body: Option<&Body>) -> &'static str {
+    match body {
+        None => "an envelope with no body",
+        Some(Body::Request(_)) => "request",
+        Some(Body::Response(_)) => "response",
+        Some(Body::Status(_)) => "status",
+        Some(Body::Cancel(_)) => "cancel",
+        Some(Body::GoAway(_)) => "go_away",
+        Some(Body::HelloAck(_)) => "hello_ack",
+        Some(Body::Hello(_)) => "hello",
+    }
+}
+
+/// When a connection last did something: received a frame or finished a call.
+///
+/// A connection is idle when no call is in flight and nothing has happened for
+/// `read_timeout_ms`; the clock is read whenever the read timer fires, so a call that
+/// finishes after the read began still starts a new idle period (seed: IPC
+/// Implementation, Timeouts: read timeout 30 s).
+struct IdleClock {
+    start: Instant,
+    /// Milliseconds from `start` to the last activity.
+    last: AtomicU64,
+}
+
+impl IdleClock {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// When the connection becomes idle past `timeout` if nothing happens meanwhile.
+    fn idle_at(&self, timeout: Duration) -> Instant {
+        self.start + Duration::from_millis(self.last.load(Ordering::Relaxed)) + timeout
+    }
+}
+
+/// Reads the next frame. `Ok(None)`: the peer closed. Fails with `Timeout` once the
+/// connection has been idle (no call in flight, nothing received) for `read_timeout_ms`,
+/// however long ago its last call was; a partial frame does not count as activity.
+async fn next_frame(
+    reader: &mut Reader,
+    clock: &IdleClock,
+    slots: &Semaphore,
+    config: &IpcConfig,
+) -> Result<Option<Bytes>, IpcError> {
+    let timeout = config.read_timeout();
+    loop {
+        // `FramedRead::next` is cancel-safe: bytes already read stay buffered.
+        let wake = clock
+            .idle_at(timeout)
+            .max(Instant::now() + Duration::from_millis(1));
+        match tokio::time::timeout_at(wake.into(), reader.next()).await {
+            Ok(Some(Ok(frame))) => return Ok(Some(frame)),
+            Ok(Some(Err(error))) => return Err(error),
+            Ok(None) => return Ok(None),
+            Err(_elapsed) => {
+                // The reader holds one slot itself.
+                let in_flight =
+                    (config.max_in_flight - 1).saturating_sub(slots.available_permits());
+                if in_flight > 0 {
+                    clock.touch(); // busy: idleness starts when the last call ends
+                } else if Instant::now() >= clock.idle_at(timeout) {
+                    return Err(IpcError::Timeout {
+                        operation: "read",
+                        after_ms: config.read_timeout_ms,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Polls a call once on the reader's task and spawns it only if it is not finished:
+/// a handler that answers at once then costs no task and no hand-off (measured: W1
+/// p50 of the bench). A pending call is spawned, and the runtime polls it again with a
+/// real waker, so the no-op waker of the first poll is never relied on.
+fn run_or_spawn(task: impl Future<Output = ()> + Send + 'static) {
+    let mut task = Box::pin(task);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    if task.as_mut().poll(&mut context).is_pending() {
+        tokio::spawn(task);
+    }
+}
+
+/// Aborts a connection's handlers and writer when the connection task ends early.
+struct AbortOnDrop {
+    calls: CallTable,
+    writer: tokio::task::AbortHandle,
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for (_, call) in lock(&self.calls).drain() {
+            call.abort();
+        }
+        self.writer.abort();
+    }
+}
+
+/// Runs one call to completion: its answer, never a panic.
+async fn run_call<S: Service>(
+    service: &S,
+    request: pb::Request,
+    max_frame: usize,
+    handler_timeout: Duration,
+    metrics: &ServerMetrics,
+) -> Body {
+    let call = AssertUnwindSafe(service.call(request.method_id, request.payload)).catch_unwind();
+    // The client's deadline, capped by the server's own limit on handlers.
+    let limit = match request.timeout_us {
+        0 => handler_timeout,
+        us => Duration::from_micros(us).min(handler_timeout),
+    };
+    let result = match tokio::time::timeout(limit, call).await {
+        Ok(result) => result,
+        Err(_) => {
+            metrics.deadline_exceeded();
+            Ok(Err(Status::deadline_exceeded(format!(
+                "handler did not finish within {} ms",
+                limit.as_millis()
+            ))))
+        }
+    };
+    let result = result.unwrap_or_else(|_| Err(Status::internal("handler panicked")));
+    match result {
+        Ok(payload) if payload.len() + ENVELOPE_OVERHEAD > max_frame => Body::Status(
+            Status::resource_exhausted(format!(
+                "response of {} bytes exceeds the frame limit of {max_frame} bytes",
+                payload.len()
+            ))
+            .to_wire(),
+        ),
+        Ok(payload) => Body::Response(pb::Response { payload }),
+        Err(status) => Body::Status(status.to_wire()),
+    }
+}
+
+/// Writes queued answers, batching whatever is queued into one write. Any failure
+/// (write timeout, broken pipe, an envelope that cannot be framed) cancels `broken`,
+/// which ends the connection: an unanswerable peer is closed, not left waiting.
+async fn write_loop(
+    mut writer: FramedWrite<StreamHalf, FrameCodec>,
+    mut queue: mpsc::Receiver<Envelope>,
+    write_timeout: Duration,
+    broken: CancellationToken,
+) {
+    let _close_on_exit = broken.clone().drop_guard();
+    let mut batch = Vec::with_capacity(64);
+    while queue.recv_many(&mut batch, 64).await > 0 {
+        let write = async {
+            for envelope in batch.drain(..) {
+                writer.feed(envelope).await?;
+            }
+            SinkExt::<Envelope>::flush(&mut writer).await
+        };
+        match tokio::time::timeout(write_timeout, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "server write failed; closing the connection");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(
+                    after_ms = write_timeout.as_millis(),
+                    "server write timed out; closing the connection"
+                );
+                return;
+            }
+        }
+    }
+}
