@@ -284,6 +284,7 @@ fn request(correlation_id: u64, method_id: u32, echo: &Echo) -> Envelope {
             method_id,
             timeout_us: 0,
             payload: Bytes::from(echo.encode_to_vec()),
+            initial_credit: 0,
         }),
     )
 }

@@ -200,6 +200,7 @@ fn request(id: u64, job: &Job) -> Envelope {
             method_id: work_id(),
             timeout_us: 0,
             payload: job.encode_to_vec().into(),
+            initial_credit: 0,
         }),
     )
 }

@@ -31,7 +31,9 @@ pub struct Method {
     pub bare: Option<Span>,
     /// The request argument's pattern and type; `None` for a method without request.
     pub request: Option<(Box<Pat>, Box<Type>)>,
-    /// `Resp` of `Result<Resp, Status>`.
+    /// For a server-streaming method, its `ServerStream<Item>` argument.
+    pub stream: Option<StreamArg>,
+    /// `Resp` of `Result<Resp, Status>`; for a streaming method, its item type.
     pub response: Type,
     /// The whole return type, `Result<Resp, Status>` as written.
     pub output: Box<Type>,
@@ -139,14 +141,26 @@ impl Method {
         let mut inputs = sig.inputs.iter();
         // Receiver checks are in `valid`; here only the shape needed to build the model.
         let _receiver = inputs.next();
-        let request = match inputs.next() {
-            Some(FnArg::Typed(arg)) => Some((arg.pat.clone(), arg.ty.clone())),
-            Some(FnArg::Receiver(receiver)) => {
-                return Err(Error::new_spanned(receiver, "unexpected receiver"))
+        // Argument counts and order are checked in `valid`; here the first non-stream
+        // argument is the request and a `ServerStream<..>` one makes the method stream.
+        let mut request = None;
+        let mut stream = None;
+        for input in inputs {
+            match input {
+                FnArg::Typed(arg) => match StreamArg::from_type(&arg.ty) {
+                    Some(found) => stream = stream.or(Some(found)),
+                    None if request.is_none() => request = Some((arg.pat.clone(), arg.ty.clone())),
+                    None => {}
+                },
+                FnArg::Receiver(receiver) => {
+                    return Err(Error::new_spanned(receiver, "unexpected receiver"))
+                }
             }
-            None => None,
-        };
-        let (output, response) = response_type(sig)?;
+        }
+        let (output, mut response) = response_type(sig)?;
+        if let Some(item) = stream.as_ref().and_then(|s| s.item.clone()) {
+            response = item;
+        }
         let (id, id_span) = match (id, default_id) {
             (Some(pinned), _) => pinned,
             (None, Some(next)) => (next, sig.ident.span()),
@@ -166,9 +180,43 @@ impl Method {
             idempotent,
             bare,
             request,
+            stream,
             response,
             output,
             item: function.clone(),
+        })
+    }
+}
+
+/// The `tx: ServerStream<Item>` argument of a server-streaming method.
+pub struct StreamArg {
+    /// The whole argument type as written (for spans).
+    pub ty: Box<Type>,
+    /// `Item`, when exactly one type argument is given.
+    pub item: Option<Type>,
+}
+
+impl StreamArg {
+    /// `Some` when `ty` names `ServerStream<..>` (by its last path segment, so that
+    /// `daemoneye_ipc::ServerStream<T>` and an imported `ServerStream<T>` both count).
+    fn from_type(ty: &Type) -> Option<Self> {
+        let Type::Path(path) = ty else { return None };
+        let last = path.path.segments.last()?;
+        if last.ident != "ServerStream" {
+            return None;
+        }
+        let item = match &last.arguments {
+            PathArguments::AngleBracketed(args) if args.args.len() == 1 => {
+                match args.args.first() {
+                    Some(GenericArgument::Type(item)) => Some(item.clone()),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        Some(Self {
+            ty: Box::new(ty.clone()),
+            item,
         })
     }
 }

@@ -57,8 +57,15 @@ fn schema_hash(service: &Service) -> u64 {
     let mut hasher = Sha256::new();
     hasher.update(format!("service={}\n", service.name));
     for method in &service.methods {
+        // A streaming method is marked, so that it never matches a unary one; unary
+        // methods hash as they always did.
+        let streaming = if method.stream.is_some() {
+            ":stream"
+        } else {
+            ""
+        };
         hasher.update(format!(
-            "method={}:{}:{}:{}\n",
+            "method={}:{}:{}:{}{streaming}\n",
             method.id,
             method.ident,
             request_name(method),
@@ -90,6 +97,7 @@ fn descriptor(service: &Service) -> TokenStream {
         let doc = &method.doc;
         let idempotent = method.idempotent;
         let bare = method.bare.is_some();
+        let server_streaming = method.stream.is_some();
         quote! {
             ::daemoneye_ipc::MethodDescriptor {
                 id: #id,
@@ -98,7 +106,7 @@ fn descriptor(service: &Service) -> TokenStream {
                 response: #response,
                 doc: #doc,
                 client_streaming: false,
-                server_streaming: false,
+                server_streaming: #server_streaming,
                 idempotent: #idempotent,
                 bare: #bare,
             }
@@ -132,6 +140,27 @@ fn client(service: &Service, descriptor: &TokenStream) -> TokenStream {
             .iter()
             .filter(|attr| attr.path().is_ident("doc"));
         let span = method.ident.span();
+        if method.stream.is_some() {
+            let (args, request) = match &method.request {
+                Some((_, ty)) => (quote!(request: #ty,), quote!(&request)),
+                None => (quote!(), quote!(&())),
+            };
+            return quote_spanned! {span=>
+                #(#attrs)*
+                ///
+                /// Server streaming: the answer is a stream of items, each
+                /// `Result<Item, IpcError>`; dropping it cancels the call.
+                pub async fn #ident(
+                    &self,
+                    #args
+                ) -> ::core::result::Result<
+                    ::daemoneye_ipc::Streaming<#response>,
+                    ::daemoneye_ipc::IpcError,
+                > {
+                    self.inner.server_stream(#id, #request).await
+                }
+            };
+        }
         match &method.request {
             Some((_, request)) => quote_spanned! {span=>
                 #(#attrs)*
@@ -226,7 +255,28 @@ fn server(service: &Service) -> TokenStream {
          each request to the wrapped implementation.\n\n\
          Serve it with [`daemoneye_ipc::Server::bind`]."
     );
-    let arms = service.methods.iter().map(|method| {
+    let stream_arms = service
+        .methods
+        .iter()
+        .filter(|method| method.stream.is_some())
+        .map(|method| {
+            let ident = &method.ident;
+            let id = method.id;
+            let item = &method.response;
+            let stream = quote! { ::daemoneye_ipc::ServerStream::<#item>::new(sink) };
+            let call = match &method.request {
+                Some((_, request)) => quote! {
+                    let request = ::daemoneye_ipc::__private::decode_request::<#request>(payload)?;
+                    <T as #trait_ident>::#ident(&self.inner, request, #stream).await
+                },
+                None => quote! {
+                    let _ = payload;
+                    <T as #trait_ident>::#ident(&self.inner, #stream).await
+                },
+            };
+            quote! { #id => { #call } }
+        });
+    let arms = service.methods.iter().filter(|method| method.stream.is_none()).map(|method| {
         let ident = &method.ident;
         let id = method.id;
         let call = match &method.request {
@@ -274,7 +324,20 @@ fn server(service: &Service) -> TokenStream {
             }
         }
     });
+    // One error, at the user's item type, when it cannot be a stream item.
+    let item_checks = service
+        .methods
+        .iter()
+        .filter(|method| method.stream.is_some())
+        .map(|method| {
+            let item = &method.response;
+            quote_spanned! {item.span()=>
+                const _: fn() = ::daemoneye_ipc::__private::assert_stream_item::<#item>;
+            }
+        });
     quote! {
+        #(#item_checks)*
+
         #[doc = #doc]
         #vis struct #server<T> {
             inner: ::std::sync::Arc<T>,
@@ -334,6 +397,31 @@ fn server(service: &Service) -> TokenStream {
                                 #client::DESCRIPTOR.name,
                             ),
                         )),
+                    }
+                }
+            }
+
+            fn call_stream(
+                &self,
+                method_id: u32,
+                payload: ::daemoneye_ipc::__private::Bytes,
+                sink: ::daemoneye_ipc::server::ItemSink,
+            ) -> impl ::core::future::Future<
+                Output = ::core::result::Result<(), ::daemoneye_ipc::Status>,
+            > + ::core::marker::Send {
+                async move {
+                    match method_id {
+                        #(#stream_arms)*
+                        _ => {
+                            let _ = (payload, sink);
+                            ::core::result::Result::Err(::daemoneye_ipc::Status::unimplemented(
+                                ::std::format!(
+                                    "method id {} is not a streaming method of {}",
+                                    method_id,
+                                    #client::DESCRIPTOR.name,
+                                ),
+                            ))
+                        }
                     }
                 }
             }

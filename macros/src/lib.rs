@@ -7,9 +7,17 @@
 //! and generates beside it `FooClient` (typed async client), `FooServer<T>` (server
 //! dispatch) and a service descriptor (`FooClient::DESCRIPTOR`).
 //!
+//! A method streams its answer when its last argument is a `ServerStream<Item>` and it
+//! returns `Result<(), Status>`: `async fn watch(&self, req: Req, tx: ServerStream<Item>)
+//! -> Result<(), Status>`. The handler sends items with `tx.send(item).await?` (which
+//! waits for the client's credit); the generated client method returns
+//! `Result<Streaming<Item>, IpcError>`, a `futures::Stream` of `Result<Item, IpcError>`.
+//!
 //! Options: `#[ipc_service(name = "pkg.Foo")]` sets the service name checked in the
-//! handshake (default: the trait's name); `#[ipc(id = N)]` on a method pins its wire id
-//! (default: 1 + the previous method's id).
+//! handshake (default: the trait's name); on a method, `#[ipc(id = N)]` pins its wire id
+//! (default: 1 + the previous method's id), `#[ipc(idempotent)]` lets clients retry it
+//! after a lost connection, and `#[ipc(bare)]` (one unary method per service) also
+//! answers seed-era bare request frames.
 //!
 //! Shape: parse the trait into a model (`ast.rs`), validate it (`valid.rs`), expand the
 //! model (`expand.rs`); every error points at the user's own tokens.

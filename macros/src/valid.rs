@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use syn::{Error, FnArg, Result};
 
-use crate::ast::{push, Service};
+use crate::ast::{push, Method, Service, StreamArg};
 
 pub fn check(service: &Service) -> Result<()> {
     let mut errors = None;
@@ -73,15 +73,9 @@ pub fn check(service: &Service) -> Result<()> {
                 Error::new_spanned(&sig.ident, "service methods take `&self`"),
             ),
         }
-        if sig.inputs.len() > 2 {
-            let extra = sig.inputs.iter().nth(2);
-            push(
-                &mut errors,
-                Error::new_spanned(
-                    extra,
-                    "service methods take at most one request argument; wrap several values in one message",
-                ),
-            );
+        check_arguments(method, &mut errors);
+        if let Some(stream) = &method.stream {
+            check_stream(method, stream, &mut errors);
         }
         if let Some(body) = &method.item.default {
             push(
@@ -130,5 +124,132 @@ pub fn check(service: &Service) -> Result<()> {
     match errors {
         Some(errors) => Err(errors),
         None => Ok(()),
+    }
+}
+
+/// At most one request argument, then optionally one `ServerStream<Item>`, last.
+fn check_arguments(method: &Method, errors: &mut Option<Error>) {
+    let typed: Vec<&syn::PatType> = method
+        .item
+        .sig
+        .inputs
+        .iter()
+        .filter_map(|input| match input {
+            FnArg::Typed(arg) => Some(arg),
+            FnArg::Receiver(_) => None,
+        })
+        .collect();
+    let is_stream = |arg: &syn::PatType| {
+        matches!(&*arg.ty, syn::Type::Path(p)
+            if p.path.segments.last().is_some_and(|s| s.ident == "ServerStream"))
+    };
+    let requests: Vec<_> = typed.iter().filter(|arg| !is_stream(arg)).collect();
+    if let Some(extra) = requests.get(1) {
+        push(
+            errors,
+            Error::new_spanned(
+                extra,
+                "service methods take at most one request argument; wrap several values in one message",
+            ),
+        );
+    }
+    let streams: Vec<_> = typed.iter().filter(|arg| is_stream(arg)).collect();
+    if let Some(extra) = streams.get(1) {
+        push(
+            errors,
+            Error::new_spanned(extra, "a method has at most one `ServerStream` argument"),
+        );
+    }
+    if let (Some(stream), Some(last)) = (streams.first(), typed.last()) {
+        if !std::ptr::eq(**stream, *last) {
+            push(
+                errors,
+                Error::new_spanned(
+                    stream,
+                    "the `ServerStream` argument comes last, after the request",
+                ),
+            );
+        }
+    }
+    if let Some((_, request)) = &method.request {
+        check_request_type(request, errors);
+    }
+}
+
+/// The request is an owned message: not a reference, and not a stream of requests
+/// (client streaming is not supported).
+fn check_request_type(request: &syn::Type, errors: &mut Option<Error>) {
+    match request {
+        syn::Type::Reference(reference) => push(
+            errors,
+            Error::new_spanned(
+                reference,
+                "requests are taken by value: write the message type without `&`",
+            ),
+        ),
+        syn::Type::ImplTrait(_) => push(
+            errors,
+            Error::new_spanned(
+                request,
+                "client streaming is not supported: take one request message",
+            ),
+        ),
+        syn::Type::Path(path)
+            if path
+                .path
+                .segments
+                .last()
+                .is_some_and(|s| s.ident == "Streaming") =>
+        {
+            push(
+                errors,
+                Error::new_spanned(
+                    request,
+                    "client streaming is not supported: take one request message \
+                     (a repeated field carries many values)",
+                ),
+            )
+        }
+        _ => {}
+    }
+}
+
+/// A server-streaming method: `ServerStream<Item>` with one item type, returning
+/// `Result<(), Status>`, and not `bare`.
+fn check_stream(method: &Method, stream: &StreamArg, errors: &mut Option<Error>) {
+    if stream.item.is_none() {
+        push(
+            errors,
+            Error::new_spanned(
+                &stream.ty,
+                "expected `ServerStream<Item>` with one message type",
+            ),
+        );
+    }
+    let returns_unit = matches!(&*method.output, syn::Type::Path(path)
+    if path.path.segments.last().is_some_and(|last| match &last.arguments {
+        syn::PathArguments::AngleBracketed(args) => matches!(
+            args.args.first(),
+            Some(syn::GenericArgument::Type(syn::Type::Tuple(t))) if t.elems.is_empty()
+        ),
+        _ => false,
+    }));
+    if !returns_unit {
+        push(
+            errors,
+            Error::new_spanned(
+                &method.output,
+                "a streaming method returns `Result<(), Status>`: its items go through the `ServerStream`",
+            ),
+        );
+    }
+    if let Some(span) = method.bare {
+        push(
+            errors,
+            Error::new(
+                span,
+                "a `bare` method cannot stream: bare peers expect one answer",
+            ),
+        );
     }
 }

@@ -58,7 +58,7 @@ pub mod transport;
 
 pub use blocking::{BlockingJob, BlockingPool, CancelFlag};
 pub use bytes::Bytes;
-pub use client::Client;
+pub use client::{Client, Streaming};
 pub use codec::FrameCodec;
 pub use config::{Crc32Variant, IpcConfig};
 pub use daemoneye_ipc_macros::ipc_service;
@@ -67,7 +67,7 @@ pub use error::IpcError;
 pub use metrics::{MetricsSnapshot, ServerMetrics};
 pub use peer::{PeerIdentity, PeerPolicy};
 pub use resilience::{BreakerConfig, RetryPolicy};
-pub use server::{Server, Service};
+pub use server::{Server, ServerStream, Service};
 pub use status::{Code, Status};
 
 /// Items used by code that `#[ipc_service]` generates. Not a public API.
@@ -87,6 +87,19 @@ pub mod __private {
             ))
         })
     }
+
+    /// What a server stream's items must be: prost messages (the
+    /// bound of the generated code, checked once, where the item type is written).
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be a stream item: it is not a prost message",
+        label = "`ServerStream<{Self}>` needs a `#[derive(prost::Message)]` type here",
+        note = "stream items are prost messages, as requests and responses are"
+    )]
+    pub trait StreamItem: prost::Message {}
+    impl<T: prost::Message> StreamItem for T {}
+
+    /// Fails to compile, at the item type, unless `T` can be a stream item.
+    pub fn assert_stream_item<T: StreamItem>() {}
 
     /// Encodes a handler's response into the bytes a `Response` envelope carries.
     pub fn encode_response<M: prost::Message>(message: &M) -> Bytes {

@@ -15,6 +15,9 @@ pub struct ServerMetrics {
     calls_total: AtomicU64,
     calls_cancelled: AtomicU64,
     calls_deadline_exceeded: AtomicU64,
+    streams_open: AtomicU64,
+    stream_items_sent: AtomicU64,
+    credit_stalls: AtomicU64,
 }
 
 /// A copy of [`ServerMetrics`] at one moment.
@@ -39,6 +42,12 @@ pub struct MetricsSnapshot {
     pub calls_cancelled: u64,
     /// Calls stopped because their deadline passed.
     pub calls_deadline_exceeded: u64,
+    /// Server-streaming calls producing now.
+    pub streams_open: u64,
+    /// Stream items sent since the server started, over all streams.
+    pub stream_items_sent: u64,
+    /// Times a stream producer found no credit and had to wait for the consumer.
+    pub credit_stalls: u64,
 }
 
 impl ServerMetrics {
@@ -55,6 +64,9 @@ impl ServerMetrics {
             calls_total: get(&self.calls_total),
             calls_cancelled: get(&self.calls_cancelled),
             calls_deadline_exceeded: get(&self.calls_deadline_exceeded),
+            streams_open: get(&self.streams_open),
+            stream_items_sent: get(&self.stream_items_sent),
+            credit_stalls: get(&self.credit_stalls),
         }
     }
 
@@ -72,6 +84,18 @@ impl ServerMetrics {
     }
     pub(crate) fn deadline_exceeded(&self) {
         self.calls_deadline_exceeded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stream_item(&self) {
+        self.stream_items_sent.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn credit_stall(&self) {
+        self.credit_stalls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a producing stream until the guard is dropped.
+    pub(crate) fn stream(&self) -> Gauge<'_> {
+        Gauge::new(&self.streams_open)
     }
 
     /// Counts an open connection until the guard is dropped.

@@ -220,6 +220,7 @@ proptest! {
             method_id,
             timeout_us,
             payload: payload.into(),
+            initial_credit: 0,
         }));
         let mut stream = BytesMut::new();
         codec.encode(envelope.clone(), &mut stream).expect("encodable");

@@ -39,6 +39,10 @@ pub(super) struct Failed {
     pub(super) sent: bool,
 }
 
+/// What the reader hands a server-streaming call: an item, or the error that ends it.
+/// The stream's channel closes after its last item or error.
+pub(super) type StreamEvent = Result<Bytes, IpcError>;
+
 /// Removes a call from the table when it ends without an answer (timeout, or its future
 /// was dropped) and tells the server to cancel it.
 pub(super) struct PendingCall<'a> {
@@ -52,19 +56,19 @@ impl Drop for PendingCall<'_> {
         if self.done {
             return;
         }
-        let removed = self.connection.lock().pending.remove(&self.correlation_id);
-        if removed.is_some() {
-            // Best effort: if the queue is full the server's deadline still bounds the work.
-            let cancel = Envelope::new(self.correlation_id, Body::Cancel(pb::Cancel {}));
-            let _ = self.connection.outbound.try_send(cancel);
-        }
+        self.connection.cancel(self.correlation_id);
     }
 }
 
 /// One connection: the writer queue, the table of calls in flight, and its two tasks.
 #[derive(Debug)]
 pub(super) struct Connection {
+    /// Requests, bounded: a caller waits when the writer is behind.
     pub(super) outbound: mpsc::Sender<Envelope>,
+    /// Cancels and stream credit, written before queued requests. Unbounded so that a
+    /// `Drop` can always send one; bounded in practice by the calls (one cancel each)
+    /// and the items received (one credit frame per half window).
+    control: mpsc::UnboundedSender<Envelope>,
     state: Mutex<State>,
     /// Mirrors `state.closed.is_some()` so the per-call check takes no lock.
     closed: AtomicBool,
@@ -87,10 +91,35 @@ impl Drop for Connection {
 
 #[derive(Debug)]
 struct Waiter {
-    answer: oneshot::Sender<Delivery>,
+    route: Route,
     /// Set by the writer just before the request's frame is written, and cleared again
     /// if the write provably did not get the whole frame out.
     written: bool,
+}
+
+/// Where a call's answers go.
+#[derive(Debug)]
+enum Route {
+    /// A unary call: its one answer.
+    Unary(oneshot::Sender<Delivery>),
+    /// A server-streaming call: its items, then its error if it fails. The channel
+    /// holds the credit window plus one, and the reader never fills the last slot with
+    /// an item, so the ending error always fits.
+    Stream(mpsc::Sender<StreamEvent>),
+}
+
+impl Waiter {
+    /// Ends the call with `error`; `sent` says whether its request may have got out.
+    fn fail(self, error: IpcError, sent: bool) {
+        match self.route {
+            Route::Unary(answer) => {
+                let _ = answer.send(Err(Failed { error, sent }));
+            }
+            Route::Stream(items) => {
+                let _ = items.try_send(Err(error));
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -138,8 +167,10 @@ impl Connection {
         let max_in_flight = ack.max_in_flight.max(1) as usize;
 
         let (outbound, queue) = mpsc::channel(max_in_flight.clamp(16, 1024));
+        let (control, control_queue) = mpsc::unbounded_channel();
         let connection = Arc::new(Connection {
             outbound,
+            control,
             state: Mutex::new(State::default()),
             closed: AtomicBool::new(false),
             going_away: AtomicBool::new(false),
@@ -150,6 +181,7 @@ impl Connection {
         let writer = tokio::spawn(write_loop(
             write_half,
             codec,
+            control_queue,
             queue,
             config.write_timeout(),
             Arc::downgrade(&connection),
@@ -180,8 +212,24 @@ impl Connection {
 
     /// Allocates a correlation id and a slot for its answer.
     pub(super) fn register(&self) -> Result<(u64, oneshot::Receiver<Delivery>), IpcError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (answer, receiver) = oneshot::channel();
+        let id = self.register_route(Route::Unary(answer))?;
+        Ok((id, receiver))
+    }
+
+    /// Allocates a correlation id for a server-streaming call that grants `window`
+    /// items of credit, and the channel its items arrive on.
+    pub(super) fn register_stream(
+        &self,
+        window: u32,
+    ) -> Result<(u64, mpsc::Receiver<StreamEvent>), IpcError> {
+        let (items, receiver) = mpsc::channel(window as usize + 1);
+        let id = self.register_route(Route::Stream(items))?;
+        Ok((id, receiver))
+    }
+
+    fn register_route(&self, route: Route) -> Result<u64, IpcError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock();
         if let Some(error) = &state.closed {
             return Err(error.clone());
@@ -192,19 +240,104 @@ impl Connection {
         state.pending.insert(
             id,
             Waiter {
-                answer,
+                route,
                 written: false,
             },
         );
-        Ok((id, receiver))
+        Ok(id)
     }
 
+    /// Ends call `correlation_id` with `delivery` (a response, or why it failed).
     pub(super) fn complete(&self, correlation_id: u64, delivery: Delivery) {
         let waiter = self.lock().pending.remove(&correlation_id);
         // No waiter: the call timed out or was dropped; its late answer is discarded.
-        if let Some(waiter) = waiter {
-            let _ = waiter.answer.send(delivery);
+        match (waiter, delivery) {
+            (None, _) => {}
+            (Some(waiter), Err(failed)) => waiter.fail(failed.error, failed.sent),
+            (
+                Some(Waiter {
+                    route: Route::Unary(answer),
+                    ..
+                }),
+                Ok(payload),
+            ) => {
+                let _ = answer.send(Ok(payload));
+            }
+            (Some(waiter), Ok(_)) => waiter.fail(
+                IpcError::InvalidMessage {
+                    reason: "a unary response to a streaming call".to_owned(),
+                },
+                true,
+            ),
         }
+    }
+
+    /// Hands one item to streaming call `correlation_id`.
+    ///
+    /// # Errors
+    /// `InvalidMessage` when the server broke flow control (more items than the credit
+    /// granted) or sent an item for a unary call: the connection is to be closed.
+    fn stream_item(&self, correlation_id: u64, payload: Bytes) -> Result<(), IpcError> {
+        let state = self.lock();
+        match state
+            .pending
+            .get(&correlation_id)
+            .map(|waiter| &waiter.route)
+        {
+            // The stream was dropped (and cancelled): items in flight are discarded.
+            None => Ok(()),
+            Some(Route::Stream(items)) if items.capacity() > 1 => {
+                // Closed: the consumer is going away; the cancel is on its way.
+                let _ = items.try_send(Ok(payload));
+                Ok(())
+            }
+            Some(Route::Stream(_)) => Err(IpcError::InvalidMessage {
+                reason: format!(
+                    "the server sent more items on stream {correlation_id} than its credit"
+                ),
+            }),
+            Some(Route::Unary(_)) => Err(IpcError::InvalidMessage {
+                reason: format!("a stream item for unary call {correlation_id}"),
+            }),
+        }
+    }
+
+    /// Ends streaming call `correlation_id`, with the server's status if it failed.
+    fn end_stream(&self, correlation_id: u64, status: Option<pb::Status>) {
+        let waiter = self.lock().pending.remove(&correlation_id);
+        match (waiter, status) {
+            (None, _) => {}
+            (
+                Some(Waiter {
+                    route: Route::Stream(_),
+                    ..
+                }),
+                None,
+            ) => {} // closes the channel
+            (Some(waiter), Some(status)) => waiter.fail(Status::from_wire(status).into(), true),
+            (Some(waiter), None) => waiter.fail(
+                IpcError::InvalidMessage {
+                    reason: "a stream end for a unary call".to_owned(),
+                },
+                true,
+            ),
+        }
+    }
+
+    /// Removes call `correlation_id` if it is still in flight and tells the server to
+    /// stop it.
+    pub(super) fn cancel(&self, correlation_id: u64) {
+        let removed = self.lock().pending.remove(&correlation_id);
+        if removed.is_some() {
+            let cancel = Envelope::new(correlation_id, Body::Cancel(pb::Cancel {}));
+            let _ = self.control.send(cancel);
+        }
+    }
+
+    /// Grants streaming call `correlation_id` `items` more items of credit.
+    pub(super) fn grant(&self, correlation_id: u64, items: u32) {
+        let credit = Envelope::new(correlation_id, Body::Credit(pb::Credit { items }));
+        let _ = self.control.send(credit);
     }
 
     /// Marks requests as (about to be) written, or as not written after all. Returns
@@ -242,11 +375,7 @@ impl Connection {
                 .collect()
         };
         for waiter in unread {
-            let failed = Failed {
-                error: IpcError::PeerClosed,
-                sent: false,
-            };
-            let _ = waiter.answer.send(Err(failed));
+            waiter.fail(IpcError::PeerClosed, false);
         }
     }
 
@@ -259,11 +388,8 @@ impl Connection {
             std::mem::take(&mut state.pending)
         };
         for (_, waiter) in pending {
-            let failed = Failed {
-                error: error.clone(),
-                sent: waiter.written,
-            };
-            let _ = waiter.answer.send(Err(failed));
+            let sent = waiter.written;
+            waiter.fail(error.clone(), sent);
         }
     }
 }
@@ -271,22 +397,33 @@ impl Connection {
 /// Largest chunk the writer assembles before writing it out, in bytes.
 const WRITE_CHUNK: usize = 64 * 1024;
 
-/// Writes queued envelopes, batching whatever is queued into as few writes as possible,
-/// and keeps exact track of which requests got out: a request whose frame was not
-/// completely written when the connection failed is reported as not sent.
+/// Writes queued envelopes, batching whatever is queued into as few writes as possible
+/// (control frames first), and keeps exact track of which requests got out: a request
+/// whose frame was not completely written when the connection failed is reported as
+/// not sent.
 async fn write_loop(
     mut stream: StreamHalf,
     mut codec: FrameCodec,
+    mut control: mpsc::UnboundedReceiver<Envelope>,
     mut queue: mpsc::Receiver<Envelope>,
     write_timeout: Duration,
     connection: std::sync::Weak<Connection>,
 ) {
     let mut buffer = BytesMut::with_capacity(8 * 1024);
     let mut batch = Vec::with_capacity(64);
+    let mut controls = Vec::with_capacity(64);
     // (correlation id, end offset in `buffer`) of each request frame in the chunk.
     let mut requests: Vec<(u64, usize)> = Vec::with_capacity(64);
     let error = 'write: loop {
-        if queue.recv_many(&mut batch, 64).await == 0 {
+        let received = tokio::select! {
+            biased;
+            n = control.recv_many(&mut controls, 64) => {
+                batch.append(&mut controls);
+                n
+            }
+            n = queue.recv_many(&mut batch, 64) => n,
+        };
+        if received == 0 {
             return; // every sender is gone: the connection was dropped
         }
         let Some(live) = connection.upgrade() else {
@@ -372,6 +509,12 @@ async fn read_loop(
                 connection.complete(id, Err(Failed { error, sent: true }))
             }
             Some(Body::Status(status)) => break Status::from_wire(status).into(),
+            Some(Body::StreamItem(item)) => {
+                if let Err(error) = connection.stream_item(id, item.payload) {
+                    break error;
+                }
+            }
+            Some(Body::StreamEnd(end)) => connection.end_stream(id, end.status),
             Some(Body::GoAway(go_away)) => {
                 // Answers to the calls the server read still come; the others were
                 // never read, so they end now as not sent (and are retried elsewhere).

@@ -13,6 +13,9 @@
 //! reader and writer tasks).
 
 mod connection;
+mod stream;
+
+pub use self::stream::Streaming;
 
 use std::{
     num::NonZeroU32,
@@ -22,7 +25,10 @@ use std::{
 
 use bytes::Bytes;
 
-use self::connection::{Connection, PendingCall};
+use self::{
+    connection::{Connection, PendingCall},
+    stream::RawStreaming,
+};
 use crate::{
     config::millis,
     envelope::{pb, Body, Envelope, ENVELOPE_OVERHEAD},
@@ -46,6 +52,9 @@ type Answer = Result<Bytes, IpcError>;
 pub struct Client {
     shared: Arc<Shared>,
     timeout: Duration,
+    /// The deadline of server-streaming calls; `None`: they run until they end, are
+    /// dropped, or the connection goes.
+    stream_timeout: Option<Duration>,
     retry: RetryPolicy,
     breaker: Option<Arc<CircuitBreaker>>,
     rate_limit: Option<Arc<RateLimit>>,
@@ -115,6 +124,7 @@ impl Client {
         config.validate()?;
         Ok(Self {
             timeout: config.call_timeout(),
+            stream_timeout: None,
             retry: RetryPolicy::default(),
             breaker: None,
             rate_limit: None,
@@ -186,6 +196,16 @@ impl Client {
     /// The circuit breaker's state, when this handle has one.
     pub fn circuit_state(&self) -> Option<BreakerState> {
         self.breaker.as_ref().map(|breaker| breaker.state())
+    }
+
+    /// This handle with a deadline for its server-streaming calls: the whole stream
+    /// must end within `timeout` (sent to the server, which stops the producer then),
+    /// else its last item is `DeadlineExceeded`. By default streams have no deadline:
+    /// a watch runs until it is dropped or the connection is lost. Opening a stream
+    /// (connecting, sending the request) is bounded by the unary timeout either way.
+    pub fn with_stream_timeout(mut self, timeout: Duration) -> Self {
+        self.stream_timeout = Some(timeout);
+        self
     }
 
     /// The per-call timeout of this handle.
@@ -304,6 +324,7 @@ impl Client {
                 method_id,
                 timeout_us,
                 payload,
+                initial_credit: 0,
             }),
         );
         let outcome = tokio::time::timeout_at(deadline.into(), async {
@@ -323,6 +344,118 @@ impl Client {
                 outcome
             }
             Err(_) => (Err(expired()), true),
+        }
+    }
+
+    /// Starts server-streaming method `method_id` with `request`; its items arrive on
+    /// the returned [`Streaming`]. Returns once the request is on its way (not when the
+    /// first item comes); the connection is opened first if needed, with the unary
+    /// retry policy for connection failures (nothing was sent, so any method may be
+    /// retried then).
+    ///
+    /// # Errors
+    /// `TooLarge` when the request exceeds `max_frame_bytes`; `DeadlineExceeded` when
+    /// the connection could not be had within this handle's timeout; `RateLimited`,
+    /// `CircuitOpen`; the [`connect`](Self::connect) errors. Failures after that
+    /// (the handler's status, a lost connection) come as the stream's last item.
+    pub async fn server_stream<Req, Item>(
+        &self,
+        method_id: u32,
+        request: &Req,
+    ) -> Result<Streaming<Item>, IpcError>
+    where
+        Req: prost::Message,
+    {
+        let payload = Bytes::from(request.encode_to_vec());
+        let max = self.shared.config.max_frame_bytes;
+        if payload.len() + ENVELOPE_OVERHEAD > max {
+            return Err(IpcError::TooLarge {
+                size: payload.len() + ENVELOPE_OVERHEAD,
+                max_size: max,
+            });
+        }
+        let opened = Instant::now() + self.timeout;
+        if let Some(limit) = &self.rate_limit {
+            limit.acquire(self.timeout).await?;
+        }
+        let window = self.shared.config.stream_window;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let permit = match &self.breaker {
+                Some(breaker) => Some(breaker.acquire()?),
+                None => None,
+            };
+            let error = match self
+                .open_stream(method_id, payload.clone(), window, opened)
+                .await
+            {
+                Ok(raw) => {
+                    if let Some(permit) = permit {
+                        permit.record(true);
+                    }
+                    return Ok(Streaming::new(raw));
+                }
+                Err(error) => error,
+            };
+            if let Some(permit) = permit {
+                permit.record(!is_failure(&error));
+            }
+            if attempt >= self.retry.max_attempts || !is_retryable(&error, false, false) {
+                return Err(error);
+            }
+            let pause = self.retry.backoff(attempt);
+            if Instant::now() + pause >= opened {
+                return Err(error);
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// One attempt at starting a stream: connection, registration, request queued.
+    /// Every error it returns means nothing was sent.
+    async fn open_stream(
+        &self,
+        method_id: u32,
+        payload: Bytes,
+        window: u32,
+        opened: Instant,
+    ) -> Result<RawStreaming, IpcError> {
+        let remaining = opened.saturating_duration_since(Instant::now());
+        let expired = || IpcError::DeadlineExceeded {
+            after_ms: millis(self.timeout),
+        };
+        let connection = tokio::time::timeout(remaining, self.connection())
+            .await
+            .map_err(|_| expired())??;
+        let (correlation_id, items) = connection.register_stream(window)?;
+        let timeout_us = self.stream_timeout.map_or(0, |timeout| {
+            u64::try_from(timeout.as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1)
+        });
+        let request = Envelope::new(
+            correlation_id,
+            Body::Request(pb::Request {
+                method_id,
+                timeout_us,
+                payload,
+                initial_credit: window,
+            }),
+        );
+        // From here the stream owns the registration: dropping it cancels the call.
+        let raw = RawStreaming::new(
+            correlation_id,
+            items,
+            connection.clone(),
+            window,
+            self.stream_timeout,
+        );
+        let remaining = opened.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, connection.outbound.send(request)).await {
+            Ok(Ok(())) => Ok(raw),
+            Ok(Err(_closed)) => Err(IpcError::PeerClosed),
+            Err(_) => Err(expired()),
         }
     }
 

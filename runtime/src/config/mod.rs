@@ -15,7 +15,7 @@
 //!    `DAEMONEYE_READ_TIMEOUT_MS`, `DAEMONEYE_WRITE_TIMEOUT_MS`, `DAEMONEYE_CALL_TIMEOUT_MS`,
 //!    `DAEMONEYE_MAX_CONNECTIONS`, `DAEMONEYE_MAX_IN_FLIGHT`, `DAEMONEYE_CRC32_VARIANT`,
 //!    `DAEMONEYE_DRAIN_TIMEOUT_MS`, `DAEMONEYE_HANDLER_TIMEOUT_MS`,
-//!    `DAEMONEYE_MAX_BLOCKING`. `DAEMONEYE_ENDPOINT` is a shorter name for
+//!    `DAEMONEYE_MAX_BLOCKING`, `DAEMONEYE_STREAM_WINDOW`. `DAEMONEYE_ENDPOINT` is a shorter name for
 //!    `DAEMONEYE_ENDPOINT_PATH` (the one the binaries document); when both are set,
 //!    `DAEMONEYE_ENDPOINT_PATH` wins. Names are matched exactly (upper case), a variable
 //!    that is empty or only whitespace counts as unset, and the endpoint's value is taken
@@ -63,7 +63,7 @@ pub use crate::codec::Crc32Variant;
 
 /// Every [`IpcConfig`] field, as spelt in files; `DAEMONEYE_` plus the upper-cased name
 /// is its environment variable. Kept in step with the struct by a unit test.
-const FIELDS: [&str; 12] = [
+const FIELDS: [&str; 13] = [
     "endpoint_path",
     "max_frame_bytes",
     "accept_timeout_ms",
@@ -76,6 +76,7 @@ const FIELDS: [&str; 12] = [
     "drain_timeout_ms",
     "handler_timeout_ms",
     "max_blocking",
+    "stream_window",
 ];
 
 /// Upper bound of the counts that size a semaphore or travel in a `u32` field.
@@ -139,6 +140,12 @@ pub struct IpcConfig {
     /// kind of work (procmond: hashing, and process enumeration). Default 16
     /// ([`DEFAULT_MAX_BLOCKING`](crate::blocking::DEFAULT_MAX_BLOCKING)); 1 to 4294967295.
     pub max_blocking: usize,
+    /// Client: the credit window of each server-streaming call, in items: the server
+    /// sends at most this many items ahead of the consumer, so a stream's buffer holds
+    /// at most `stream_window` items of at most `max_frame_bytes` each. Credit is
+    /// granted again each time the consumer has taken half the window. Default 32;
+    /// 1 to 1048576.
+    pub stream_window: u32,
 }
 
 impl Default for IpcConfig {
@@ -156,6 +163,7 @@ impl Default for IpcConfig {
             drain_timeout_ms: 5_000,
             handler_timeout_ms: 60_000,
             max_blocking: crate::blocking::DEFAULT_MAX_BLOCKING,
+            stream_window: 32,
         }
     }
 }
@@ -231,6 +239,13 @@ impl IpcConfig {
                     reason: format!("must be between 1 and {MAX_COUNT}"),
                 });
             }
+        }
+        let max_window = crate::server::MAX_STREAM_CREDIT;
+        if self.stream_window == 0 || self.stream_window as usize > max_window {
+            return bad(
+                "stream_window",
+                &format!("must be between 1 and {max_window}"),
+            );
         }
         Ok(())
     }

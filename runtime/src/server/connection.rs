@@ -24,7 +24,11 @@ use tokio_util::{
     sync::CancellationToken,
 };
 
-use super::{bare::serve_bare, Service, Shared};
+use super::{
+    bare::serve_bare,
+    stream::{ItemSink, MAX_CREDIT},
+    Service, Shared,
+};
 use crate::{
     codec::FrameCodec,
     envelope::{pb, Body, Envelope, ENVELOPE_OVERHEAD},
@@ -35,9 +39,17 @@ use crate::{
     IpcConfig, IpcError, Status,
 };
 
-type CallTable = Arc<Mutex<HashMap<u64, AbortHandle>>>;
+/// A call in flight on this connection.
+struct CallEntry {
+    /// Stops the handler (a cancel, or the connection ending).
+    abort: AbortHandle,
+    /// For a server-streaming call, its credit: `Credit` frames add to it.
+    credit: Option<Arc<Semaphore>>,
+}
 
-fn lock(calls: &CallTable) -> std::sync::MutexGuard<'_, HashMap<u64, AbortHandle>> {
+type CallTable = Arc<Mutex<HashMap<u64, CallEntry>>>;
+
+fn lock(calls: &CallTable) -> std::sync::MutexGuard<'_, HashMap<u64, CallEntry>> {
     calls.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -192,10 +204,22 @@ async fn serve_envelopes<S: Service>(
         match envelope.body {
             Some(Body::Request(request)) => {
                 let (abort, registration) = AbortHandle::new_pair();
+                let streaming = shared
+                    .service
+                    .descriptor()
+                    .method(request.method_id)
+                    .is_some_and(|method| method.server_streaming);
+                let credit = streaming.then(|| {
+                    let window = (request.initial_credit.max(1) as usize).min(MAX_CREDIT);
+                    Arc::new(Semaphore::new(window))
+                });
                 let duplicate = match lock(&calls).entry(id) {
                     Entry::Occupied(_) => true,
                     Entry::Vacant(slot) => {
-                        slot.insert(abort);
+                        slot.insert(CallEntry {
+                            abort,
+                            credit: credit.clone(),
+                        });
                         false
                     }
                 };
@@ -210,9 +234,28 @@ async fn serve_envelopes<S: Service>(
                 let (service, outbound, calls) =
                     (shared.service.clone(), outbound.clone(), calls.clone());
                 let (metrics, clock) = (shared.metrics.clone(), clock.clone());
+                let stall_limit = config.read_timeout();
                 let task = async move {
                     let running = metrics.call();
-                    let call = run_call(&*service, request, max_frame, handler_timeout, &metrics);
+                    let call = async {
+                        match credit {
+                            Some(credit) => {
+                                let sink = ItemSink::new(
+                                    id,
+                                    credit,
+                                    outbound.clone(),
+                                    max_frame,
+                                    stall_limit,
+                                    metrics.clone(),
+                                );
+                                run_stream(&*service, request, sink, &metrics).await
+                            }
+                            None => {
+                                run_call(&*service, request, max_frame, handler_timeout, &metrics)
+                                    .await
+                            }
+                        }
+                    };
                     let call = peer::with_caller(identity, call);
                     match Abortable::new(call, registration).await {
                         Ok(answer) => {
@@ -229,7 +272,14 @@ async fn serve_envelopes<S: Service>(
             }
             Some(Body::Cancel(_)) => {
                 if let Some(call) = lock(&calls).remove(&id) {
-                    call.abort();
+                    call.abort.abort();
+                }
+            }
+            Some(Body::Credit(grant)) => {
+                // Credit for a call that has ended (or never streamed) is ignored.
+                if let Some(credit) = lock(&calls).get(&id).and_then(|c| c.credit.as_ref()) {
+                    let room = MAX_CREDIT.saturating_sub(credit.available_permits());
+                    credit.add_permits((grant.items as usize).min(room));
                 }
             }
             other => {
@@ -263,7 +313,7 @@ async fn serve_envelopes<S: Service>(
     } else {
         // Nobody is left to read the answers: stop the handlers now.
         for (_, call) in lock(&calls).drain() {
-            call.abort();
+            call.abort.abort();
         }
     }
     // The writer ends once every handler has sent its answer and dropped its sender.
@@ -279,6 +329,9 @@ fn kind(body: Option<&Body>) -> &'static str {
         Some(Body::Response(_)) => "response",
         Some(Body::Status(_)) => "status",
         Some(Body::Cancel(_)) => "cancel",
+        Some(Body::StreamItem(_)) => "stream_item",
+        Some(Body::StreamEnd(_)) => "stream_end",
+        Some(Body::Credit(_)) => "credit",
         Some(Body::GoAway(_)) => "go_away",
         Some(Body::HelloAck(_)) => "hello_ack",
         Some(Body::Hello(_)) => "hello",
@@ -373,10 +426,49 @@ struct AbortOnDrop {
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         for (_, call) in lock(&self.calls).drain() {
-            call.abort();
+            call.abort.abort();
         }
         self.writer.abort();
     }
+}
+
+/// Runs one server-streaming call to completion: its `StreamEnd`, never a panic. Its
+/// items went out through `sink` meanwhile.
+///
+/// A stream is bounded by the client's deadline when the request carries one; without
+/// one it runs until it ends, the client cancels, or the connection goes (a watch).
+/// `handler_timeout_ms` does not apply: a stream is not one long handler but a
+/// sequence of items, each bounded by credit (a consumer that grants none for
+/// `read_timeout_ms` ends it).
+async fn run_stream<S: Service>(
+    service: &S,
+    request: pb::Request,
+    sink: ItemSink,
+    metrics: &ServerMetrics,
+) -> Body {
+    let _open = metrics.stream();
+    let stream = AssertUnwindSafe(service.call_stream(request.method_id, request.payload, sink))
+        .catch_unwind();
+    let result = match request.timeout_us {
+        0 => stream.await,
+        us => {
+            let limit = Duration::from_micros(us);
+            match tokio::time::timeout(limit, stream).await {
+                Ok(result) => result,
+                Err(_) => {
+                    metrics.deadline_exceeded();
+                    Ok(Err(Status::deadline_exceeded(format!(
+                        "stream did not finish within {} ms",
+                        limit.as_millis()
+                    ))))
+                }
+            }
+        }
+    };
+    let result = result.unwrap_or_else(|_| Err(Status::internal("handler panicked")));
+    Body::StreamEnd(pb::StreamEnd {
+        status: result.err().map(|status| status.to_wire()),
+    })
 }
 
 /// Runs one call to completion: its answer, never a panic.

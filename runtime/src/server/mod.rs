@@ -22,6 +22,9 @@
 
 mod bare;
 mod connection;
+mod stream;
+
+pub use self::stream::{ItemSink, ServerStream, MAX_CREDIT as MAX_STREAM_CREDIT};
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -73,6 +76,26 @@ pub trait Service: Send + Sync + 'static {
         method_id: u32,
         payload: Bytes,
     ) -> impl Future<Output = Result<Bytes, Status>> + Send;
+
+    /// Runs server-streaming method `method_id` on the prost-encoded `payload`, sending
+    /// its items through `sink`; `Ok(())` ends the stream normally. `#[ipc_service]`
+    /// implements it for methods that take a [`ServerStream`]; the server calls it for
+    /// the methods whose descriptor says `server_streaming`.
+    ///
+    /// # Errors
+    /// The handler's [`Status`], which ends the stream after the items sent before it;
+    /// `UNIMPLEMENTED` when the service has no such streaming method.
+    fn call_stream(
+        &self,
+        method_id: u32,
+        payload: Bytes,
+        sink: ItemSink,
+    ) -> impl Future<Output = Result<(), Status>> + Send {
+        let _ = (payload, sink);
+        std::future::ready(Err(Status::unimplemented(format!(
+            "method id {method_id} is not a streaming method of this service"
+        ))))
+    }
 
     /// Serves one frame from a seed-era peer that sends bare request messages, with no
     /// envelope and no handshake (for procmond: a `DetectionTask`, answered with a bare

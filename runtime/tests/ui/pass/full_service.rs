@@ -2,7 +2,7 @@
 //! without request, a pinned id, an impl written with plain `async fn`, and the
 //! generated client, server and descriptor used from ordinary code.
 
-use daemoneye_ipc::{ipc_service, IpcError, Server, Service, Status};
+use daemoneye_ipc::{ipc_service, IpcError, Server, ServerStream, Service, Status};
 
 /// A request.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -27,6 +27,10 @@ pub trait Probe {
     #[ipc(id = 10, idempotent)]
     async fn health(&self) -> Result<Pong, Status>;
     async fn after(&self, request: Ping) -> Result<Pong, Status>;
+    /// Streams pongs.
+    async fn pongs(&self, request: Ping, tx: ServerStream<Pong>) -> Result<(), Status>;
+    /// Streams pongs without a request.
+    async fn all_pongs(&self, tx: ServerStream<Pong>) -> Result<(), Status>;
 }
 
 struct ProbeImpl;
@@ -43,6 +47,17 @@ impl Probe for ProbeImpl {
     async fn after(&self, _request: Ping) -> Result<Pong, Status> {
         Err(Status::unimplemented("not yet"))
     }
+
+    async fn pongs(&self, request: Ping, mut tx: ServerStream<Pong>) -> Result<(), Status> {
+        tx.send(Pong { text: request.text }).await
+    }
+
+    async fn all_pongs(&self, mut tx: ServerStream<Pong>) -> Result<(), Status> {
+        for _ in 0..3 {
+            tx.send(Pong::default()).await?;
+        }
+        Ok(())
+    }
 }
 
 /// The generated client's methods have the expected signatures.
@@ -51,6 +66,8 @@ async fn use_client(client: &ProbeClient) -> Result<(), IpcError> {
     let _: Pong = client.ping(Ping { text: "hi".into() }).await?;
     let _: Pong = client.health().await?;
     let _: Pong = client.after(Ping::default()).await?;
+    let _: daemoneye_ipc::Streaming<Pong> = client.pongs(Ping::default()).await?;
+    let _: daemoneye_ipc::Streaming<Pong> = client.all_pongs().await?;
     Ok(())
 }
 
@@ -69,7 +86,11 @@ fn main() {
     assert_eq!(descriptor.name, "test.Probe");
     assert_eq!(descriptor.doc, "Liveness checks.");
     let ids: Vec<u32> = descriptor.methods.iter().map(|m| m.id).collect();
-    assert_eq!(ids, [1, 10, 11]);
+    assert_eq!(ids, [1, 10, 11, 12, 13]);
     assert_eq!(descriptor.methods[1].request, "()");
+    let streaming: Vec<bool> = descriptor.methods.iter().map(|m| m.server_streaming).collect();
+    assert_eq!(streaming, [false, false, false, true, true]);
+    assert_eq!(descriptor.methods[3].response, "Pong", "a stream's item type");
+    assert_eq!(descriptor.methods[4].request, "()");
     assert_eq!(server.descriptor(), descriptor);
 }

@@ -1,0 +1,158 @@
+//! The producing side of a server-streaming call: [`ServerStream`], the handler's
+//! handle for sending items, with credit-based flow control.
+//!
+//! The client grants credit, counted in items: an initial window with the request
+//! (`Request.initial_credit`) and more with `Credit` frames as its consumer takes
+//! items. Each item spends one credit; a producer with none is suspended in
+//! [`ServerStream::send`] until credit comes, so the server buffers at most the
+//! window whatever the consumer's speed. A consumer that grants no credit for the read
+//! timeout (`read_timeout_ms`) ends its stream with `DEADLINE_EXCEEDED`, as an idle
+//! peer's connection would be closed.
+
+use std::{marker::PhantomData, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::{
+    envelope::{pb, Body, Envelope, ENVELOPE_OVERHEAD},
+    metrics::ServerMetrics,
+    Status,
+};
+
+/// Largest credit a stream may hold at once, in items; grants beyond it are capped
+/// (a peer cannot overflow the counter, and it only ever lets the server send more).
+pub const MAX_CREDIT: usize = 1 << 20;
+
+/// The untyped item sink behind a [`ServerStream`]: encoded items out, credit in.
+/// Made by the server for each streaming call; generated code wraps it.
+#[derive(Debug)]
+pub struct ItemSink {
+    id: u64,
+    credit: Arc<Semaphore>,
+    outbound: mpsc::Sender<Envelope>,
+    max_frame: usize,
+    stall_limit: Duration,
+    metrics: Arc<ServerMetrics>,
+}
+
+impl ItemSink {
+    pub(crate) fn new(
+        id: u64,
+        credit: Arc<Semaphore>,
+        outbound: mpsc::Sender<Envelope>,
+        max_frame: usize,
+        stall_limit: Duration,
+        metrics: Arc<ServerMetrics>,
+    ) -> Self {
+        Self {
+            id,
+            credit,
+            outbound,
+            max_frame,
+            stall_limit,
+            metrics,
+        }
+    }
+
+    /// Sends one encoded item, waiting for credit.
+    ///
+    /// # Errors
+    /// `RESOURCE_EXHAUSTED` when the item does not fit in a frame; `DEADLINE_EXCEEDED`
+    /// when the client granted no credit for the stall limit; `CANCELLED` when the
+    /// connection is gone.
+    pub async fn send_bytes(&mut self, payload: Bytes) -> Result<(), Status> {
+        let size = payload.len() + ENVELOPE_OVERHEAD;
+        if size > self.max_frame {
+            return Err(Status::resource_exhausted(format!(
+                "stream item of {} bytes exceeds the frame limit of {} bytes",
+                payload.len(),
+                self.max_frame
+            )));
+        }
+        let permit = match self.credit.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => {
+                self.metrics.credit_stall();
+                match tokio::time::timeout(self.stall_limit, self.credit.acquire()).await {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_closed)) => return Err(Status::cancelled("the stream was closed")),
+                    Err(_) => {
+                        return Err(Status::deadline_exceeded(format!(
+                            "the client granted no stream credit for {} ms",
+                            self.stall_limit.as_millis()
+                        )))
+                    }
+                }
+            }
+        };
+        permit.forget(); // one credit is one item, spent for good
+        let item = Envelope::new(self.id, Body::StreamItem(pb::StreamItem { payload }));
+        self.outbound
+            .send(item)
+            .await
+            .map_err(|_| Status::cancelled("the connection is closed"))?;
+        self.metrics.stream_item();
+        Ok(())
+    }
+}
+
+/// A server-streaming handler's way to send items to its caller.
+///
+/// A method of an `#[ipc_service]` trait streams when its last argument is a
+/// `ServerStream<Item>` and it returns `Result<(), Status>`:
+///
+/// ```ignore
+/// async fn watch(&self, req: WatchRequest, mut tx: ServerStream<Event>) -> Result<(), Status> {
+///     loop {
+///         let event = next_event().await;
+///         tx.send(event).await?; // waits while the client has granted no credit
+///     }
+/// }
+/// ```
+///
+/// Returning `Ok(())` ends the stream normally; returning a `Status` ends it with that
+/// status, which the client receives after every item sent before it. When the client
+/// drops its stream (or the connection ends), the handler's future is dropped at its
+/// next `.await`: no code runs after that, so hold cleanup in `Drop` guards.
+///
+/// Why a sender argument rather than returning a `Stream`: `send(..).await` is where
+/// the handler waits for credit, so backpressure needs no extra type or crate, a
+/// producer keeps its state in ordinary local variables across items, and `?` ends the
+/// stream with the error of any step (the same shape as a unary handler).
+#[derive(Debug)]
+pub struct ServerStream<T> {
+    sink: ItemSink,
+    _items: PhantomData<fn(T)>,
+}
+
+impl<T> ServerStream<T> {
+    /// Wraps the server's sink for one call; used by generated dispatch code.
+    #[doc(hidden)]
+    pub fn new(sink: ItemSink) -> Self {
+        Self {
+            sink,
+            _items: PhantomData,
+        }
+    }
+}
+
+impl<T: prost::Message> ServerStream<T> {
+    /// Sends one item, waiting while the client has granted no credit.
+    ///
+    /// # Errors
+    /// `RESOURCE_EXHAUSTED` when the encoded item exceeds `max_frame_bytes` (end the
+    /// stream with it, or send smaller items); `DEADLINE_EXCEEDED` when the client
+    /// granted no credit for `read_timeout_ms`; `CANCELLED` when the connection is gone.
+    pub async fn send(&mut self, item: T) -> Result<(), Status> {
+        self.sink
+            .send_bytes(Bytes::from(item.encode_to_vec()))
+            .await
+    }
+
+    /// The largest item, encoded, that fits in one frame, in bytes: a producer that
+    /// batches records can fill items up to this.
+    pub fn max_item_bytes(&self) -> usize {
+        self.sink.max_frame.saturating_sub(ENVELOPE_OVERHEAD)
+    }
+}
