@@ -60,7 +60,16 @@ impl IpcConfig {
     /// - an environment variable that is not UTF-8 (its field);
     /// - whatever [`validate`](Self::validate) rejects (its field).
     pub fn load(path: Option<&Path>) -> Result<IpcConfig, IpcError> {
-        let mut figment = Figment::from(Serialized::defaults(IpcConfig::default()));
+        Self::load_over(IpcConfig::default(), path)
+    }
+
+    /// Like [`load`](Self::load) with `base` in place of the defaults: for a program
+    /// whose own defaults differ (procmond's endpoint, say).
+    ///
+    /// # Errors
+    /// As for [`load`](Self::load).
+    pub fn load_over(base: IpcConfig, path: Option<&Path>) -> Result<IpcConfig, IpcError> {
+        let mut figment = Figment::from(Serialized::defaults(base));
         if let Some(path) = path {
             figment = figment.merge(read_file(path)?);
         }
