@@ -267,6 +267,7 @@ async fn raw_after_handshake(harness: &Harness) -> UnixStream {
         service: FaultyClient::DESCRIPTOR.name.to_owned(),
         schema_hash: FaultyClient::DESCRIPTOR.schema_hash,
         max_frame_bytes: 1 << 20,
+        methods: Vec::new(),
     };
     write_envelope(&mut stream, &Envelope::new(0, Body::Hello(hello))).await;
     let ack = read_envelope(&mut stream).await;

@@ -140,6 +140,7 @@ impl Harness {
                 service: TargetClient::DESCRIPTOR.name.to_owned(),
                 schema_hash: TargetClient::DESCRIPTOR.schema_hash,
                 max_frame_bytes: 1 << 20,
+                methods: Vec::new(),
             }),
         );
         write_envelope(&mut stream, &hello).await;

@@ -15,6 +15,9 @@ pub struct Service {
     pub name: String,
     /// The trait's doc comment.
     pub doc: String,
+    /// `descriptors = EXPR`: the encoded protobuf `FileDescriptorSet` (with source info)
+    /// that the messages were generated from, for full schemas.
+    pub descriptors: Option<syn::Expr>,
     pub methods: Vec<Method>,
 }
 
@@ -44,6 +47,7 @@ pub struct Method {
 impl Service {
     pub fn from_syn(args: TokenStream, mut item: ItemTrait) -> Result<Self> {
         let mut name = item.ident.to_string();
+        let mut descriptors = None;
         if !args.is_empty() {
             let parser = syn::meta::parser(|meta| {
                 if meta.path.is_ident("name") {
@@ -53,8 +57,12 @@ impl Service {
                     }
                     name = value.value();
                     Ok(())
+                } else if meta.path.is_ident("descriptors") {
+                    descriptors = Some(meta.value()?.parse::<syn::Expr>()?);
+                    Ok(())
                 } else {
-                    Err(meta.error("unknown option; expected `name = \"...\"`"))
+                    Err(meta
+                        .error("unknown option; expected `name = \"...\"` or `descriptors = PATH`"))
                 }
             });
             syn::parse::Parser::parse2(parser, args)?;
@@ -90,6 +98,7 @@ impl Service {
             item,
             name,
             doc,
+            descriptors,
             methods,
         })
     }

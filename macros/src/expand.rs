@@ -52,7 +52,8 @@ fn rewrite_trait(service: &Service) -> TokenStream {
 }
 
 /// Contract fingerprint: first 8 bytes of SHA-256 over the service name and every
-/// method's id, name, request and response type names.
+/// method's id, name, request and response message names (the last path segment of
+/// the types as written) and, for streaming methods, a streaming mark.
 fn schema_hash(service: &Service) -> u64 {
     let mut hasher = Sha256::new();
     hasher.update(format!("service={}\n", service.name));
@@ -68,14 +69,21 @@ fn schema_hash(service: &Service) -> u64 {
             "method={}:{}:{}:{}{streaming}\n",
             method.id,
             method.ident,
-            request_name(method),
-            type_name(&method.response)
+            message_name(&request_name(method)),
+            message_name(&type_name(&method.response))
         ));
     }
     let digest = hasher.finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     u64::from_be_bytes(first)
+}
+
+/// The message name of a type as written: its last path segment (`a::b::Msg` -> `Msg`),
+/// which is the protobuf message name for prost-generated types. Used so that spelling
+/// a path differently does not change the contract.
+fn message_name(type_name: &str) -> &str {
+    type_name.rsplit("::").next().unwrap_or(type_name)
 }
 
 fn request_name(method: &Method) -> String {
@@ -89,6 +97,10 @@ fn descriptor(service: &Service) -> TokenStream {
     let name = &service.name;
     let doc = &service.doc;
     let hash = schema_hash(service);
+    let descriptors = match &service.descriptors {
+        Some(expr) => quote!(#expr),
+        None => quote!(&[]),
+    };
     let methods = service.methods.iter().map(|method| {
         let id = method.id;
         let name = method.ident.to_string();
@@ -118,6 +130,7 @@ fn descriptor(service: &Service) -> TokenStream {
             doc: #doc,
             methods: &[#(#methods),*],
             schema_hash: #hash,
+            file_descriptor_set: #descriptors,
         }
     }
 }

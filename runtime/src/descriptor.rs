@@ -36,9 +36,15 @@ pub struct ServiceDescriptor {
     /// The methods, in declaration order.
     pub methods: &'static [MethodDescriptor],
     /// Fingerprint of the contract: the first 8 bytes (big-endian) of the SHA-256 of the
-    /// service name and each method's id, name, request and response type names. Peers
-    /// whose fingerprints differ refuse each other in the handshake.
+    /// service name and each method's id, name, request and response message names
+    /// (the last path segment of each type, so `a::Msg` and `Msg` are the same) and
+    /// streaming flag. Equal fingerprints are accepted at once in the handshake;
+    /// different ones are compared method by method (see [`crate::handshake`]).
     pub schema_hash: u64,
+    /// The encoded protobuf `FileDescriptorSet` (with comments) the service's messages
+    /// were generated from, given with `#[ipc_service(descriptors = PATH)]`; empty when
+    /// the messages were derived by hand. Full message schemas come from it.
+    pub file_descriptor_set: &'static [u8],
 }
 
 impl ServiceDescriptor {

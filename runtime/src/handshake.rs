@@ -3,8 +3,20 @@
 //!
 //! The client's first frame is an envelope whose body is `hello` (field 15, carrying
 //! [`HELLO_MAGIC`]), so that a server tells it from a seed-era peer's bare request. The
-//! server answers `hello_ack` when the protocol version, service name and contract hash
-//! all match, or a `status` (correlation id 0) saying why not, and closes. Refusals
+//! server answers `hello_ack` when it accepts, or a `status` (correlation id 0) saying
+//! why not, and closes. What it checks, in order:
+//!
+//! 1. the protocol version is the same ([`PROTOCOL_VERSION`]);
+//! 2. the endpoint serves the service the hello names (an endpoint may serve several;
+//!    the refusal names those it serves);
+//! 3. the contracts agree: equal schema hashes are accepted at once; otherwise every
+//!    method the client and the server both have (by id, or by name) must have the same
+//!    id, name, request and response message names and streaming flag. A method only
+//!    one side has is allowed (calling it is answered `UNIMPLEMENTED`), so adding a
+//!    method never breaks a running peer. Message *fields* are not compared: adding a
+//!    field is compatible by protobuf's rules, and the field-level rules (a number
+//!    reused with another type, a field removed without reserving its number...) are
+//!    the breaking-change check's job ([`crate::compat`]), run in tests before release. Refusals
 //! before the handshake (busy, peer not allowed) are the same `status` answer:
 //! `RESOURCE_EXHAUSTED` becomes [`IpcError::Busy`], `PERMISSION_DENIED`
 //! [`IpcError::PermissionDenied`], anything else [`IpcError::Handshake`].
@@ -32,8 +44,58 @@ pub(crate) fn hello(config: &IpcConfig, service: &ServiceDescriptor) -> Envelope
             service: service.name.to_owned(),
             schema_hash: service.schema_hash,
             max_frame_bytes: u32::try_from(config.max_frame_bytes).unwrap_or(u32::MAX),
+            methods: signatures(service),
         }),
     )
+}
+
+/// The handshake's view of a service's methods.
+fn signatures(service: &ServiceDescriptor) -> Vec<pb::MethodSignature> {
+    service
+        .methods
+        .iter()
+        .map(|method| pb::MethodSignature {
+            id: method.id,
+            name: method.name.to_owned(),
+            request: message_name(method.request).to_owned(),
+            response: message_name(method.response).to_owned(),
+            server_streaming: method.server_streaming,
+        })
+        .collect()
+}
+
+/// The last path segment of a type name as written: the protobuf message name.
+fn message_name(type_name: &str) -> &str {
+    type_name.rsplit("::").next().unwrap_or(type_name)
+}
+
+/// Why the client's methods and the server's cannot work together, if they cannot.
+fn incompatible(client: &[pb::MethodSignature], server: &ServiceDescriptor) -> Option<String> {
+    let ours = signatures(server);
+    for theirs in client {
+        let same_id = ours.iter().find(|m| m.id == theirs.id);
+        let same_name = ours.iter().find(|m| m.name == theirs.name);
+        let mine = match (same_id, same_name) {
+            (None, None) => continue, // only the client has it
+            (Some(mine), _) | (None, Some(mine)) => mine,
+        };
+        if mine != theirs {
+            let show = |m: &pb::MethodSignature| {
+                let stream = if m.server_streaming { "stream " } else { "" };
+                format!(
+                    "{} = {}({}) -> {stream}{}",
+                    m.id, m.name, m.request, m.response
+                )
+            };
+            return Some(format!(
+                "method {} differs: client {}, server {}",
+                theirs.name,
+                show(theirs),
+                show(mine)
+            ));
+        }
+    }
+    None
 }
 
 /// Reads the server's answer to the hello: its `hello_ack`, or the refusal as a typed
@@ -66,16 +128,20 @@ pub(crate) fn accepted(reply: Envelope, endpoint: &str) -> Result<pb::HelloAck, 
 
 /// The server's verdict on a connection's first frame.
 pub(crate) enum Verdict {
-    /// Serve it; answer with this.
-    Accepted(pb::HelloAck),
+    /// Serve this service; answer with the ack.
+    Accepted(&'static ServiceDescriptor, pb::HelloAck),
     /// A hello this server cannot serve (version, service or schema differ).
     Refused(Status),
     /// Not a daemoneye-ipc hello at all (perhaps a seed-era bare request).
     NotHello(Status),
 }
 
-/// Checks a client's first frame against the service this server offers.
-pub(crate) fn check(frame: Bytes, descriptor: &ServiceDescriptor, config: &IpcConfig) -> Verdict {
+/// Checks a client's first frame against the services this endpoint offers.
+pub(crate) fn check(
+    frame: Bytes,
+    services: &[&'static ServiceDescriptor],
+    config: &IpcConfig,
+) -> Verdict {
     let hello = match <Envelope as prost::Message>::decode(frame) {
         Ok(Envelope {
             body: Some(Body::Hello(hello)),
@@ -93,23 +159,39 @@ pub(crate) fn check(frame: Bytes, descriptor: &ServiceDescriptor, config: &IpcCo
             hello.protocol_version
         )));
     }
-    if hello.service != descriptor.name {
+    let Some(descriptor) = services.iter().copied().find(|s| s.name == hello.service) else {
+        let served: Vec<&str> = services.iter().map(|s| s.name).collect();
         return Verdict::Refused(Status::failed_precondition(format!(
-            "this endpoint serves {:?}, not {:?}",
-            descriptor.name, hello.service
+            "this endpoint serves {}, not {:?}",
+            served.join(", "),
+            hello.service
         )));
-    }
+    };
     if hello.schema_hash != descriptor.schema_hash {
-        return Verdict::Refused(Status::failed_precondition(format!(
-            "schema mismatch for {}: client {:016x}, server {:016x} (rebuild one side)",
-            descriptor.name, hello.schema_hash, descriptor.schema_hash
-        )));
+        let reason = if hello.methods.is_empty() {
+            Some(format!(
+                "client {:016x}, server {:016x} (a client that sends no method list must \
+                 match exactly; rebuild one side)",
+                hello.schema_hash, descriptor.schema_hash
+            ))
+        } else {
+            incompatible(&hello.methods, descriptor)
+        };
+        if let Some(reason) = reason {
+            return Verdict::Refused(Status::failed_precondition(format!(
+                "contract mismatch for {}: {reason}",
+                descriptor.name
+            )));
+        }
     }
-    Verdict::Accepted(pb::HelloAck {
-        protocol_version: PROTOCOL_VERSION,
-        service: descriptor.name.to_owned(),
-        schema_hash: descriptor.schema_hash,
-        max_frame_bytes: u32::try_from(config.max_frame_bytes).unwrap_or(u32::MAX),
-        max_in_flight: u32::try_from(config.max_in_flight).unwrap_or(u32::MAX),
-    })
+    Verdict::Accepted(
+        descriptor,
+        pb::HelloAck {
+            protocol_version: PROTOCOL_VERSION,
+            service: descriptor.name.to_owned(),
+            schema_hash: descriptor.schema_hash,
+            max_frame_bytes: u32::try_from(config.max_frame_bytes).unwrap_or(u32::MAX),
+            max_in_flight: u32::try_from(config.max_in_flight).unwrap_or(u32::MAX),
+        },
+    )
 }

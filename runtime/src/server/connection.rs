@@ -26,6 +26,7 @@ use tokio_util::{
 
 use super::{
     bare::serve_bare,
+    catalog::{Catalog, Selected},
     stream::{ItemSink, MAX_CREDIT},
     Service, Shared,
 };
@@ -54,9 +55,9 @@ fn lock(calls: &CallTable) -> std::sync::MutexGuard<'_, HashMap<u64, CallEntry>>
 }
 
 /// What a connection's first frame turned out to be.
-enum Opening {
-    /// A daemoneye-ipc client: the handshake was answered and accepted.
-    Envelopes,
+enum Opening<S> {
+    /// A daemoneye-ipc client of this service: the handshake was answered and accepted.
+    Envelopes(Selected<S>),
     /// A seed-era peer sending bare requests; its first request is attached.
     Bare(Bytes),
     /// Refused or broken; the connection is to be closed.
@@ -72,22 +73,16 @@ pub(super) async fn serve_connection<S: Service>(
     identity: PeerIdentity,
     stop: CancellationToken,
 ) {
-    let (service, config) = (&shared.service, &shared.config);
+    let (catalog, config) = (&shared.catalog, &shared.config);
     let (read_half, write_half) = StreamHalf::pair(stream);
     let mut reader = FramedRead::new(read_half, config.frame_codec());
     let mut writer = FramedWrite::new(write_half, config.frame_codec());
-    match open(
-        &**service,
-        &mut reader,
-        &mut writer,
-        config,
-        &shared.metrics,
-    )
-    .await
-    {
-        Opening::Envelopes => serve_envelopes(&shared, identity, reader, writer, stop).await,
+    match open(catalog, &mut reader, &mut writer, config, &shared.metrics).await {
+        Opening::Envelopes(service) => {
+            serve_envelopes(&shared, service, identity, reader, writer, stop).await
+        }
         Opening::Bare(first) => {
-            let bare = serve_bare(&**service, first, reader, writer, config, &stop);
+            let bare = serve_bare(&*catalog.primary, first, reader, writer, config, &stop);
             peer::with_caller(identity, bare).await
         }
         Opening::Closed => {}
@@ -96,12 +91,12 @@ pub(super) async fn serve_connection<S: Service>(
 
 /// Reads the first frame and answers the handshake.
 async fn open<S: Service>(
-    service: &S,
+    catalog: &Catalog<S>,
     reader: &mut Reader,
     writer: &mut Writer,
     config: &IpcConfig,
     metrics: &ServerMetrics,
-) -> Opening {
+) -> Opening<S> {
     let first = match tokio::time::timeout(config.accept_timeout(), reader.next()).await {
         Ok(Some(Ok(frame))) => frame,
         Ok(Some(Err(error))) => {
@@ -117,25 +112,28 @@ async fn open<S: Service>(
             return Opening::Closed;
         }
     };
-    let reply = match handshake::check(first.clone(), service.descriptor(), config) {
-        Verdict::Accepted(ack) => Envelope::new(0, Body::HelloAck(ack)),
-        Verdict::Refused(status) => Envelope::new(0, Body::Status(status.to_wire())),
+    let (reply, selected) = match handshake::check(first.clone(), &catalog.descriptors(), config) {
+        Verdict::Accepted(descriptor, ack) => (
+            Envelope::new(0, Body::HelloAck(ack)),
+            catalog.select(descriptor.name),
+        ),
+        Verdict::Refused(status) => (Envelope::new(0, Body::Status(status.to_wire())), None),
         Verdict::NotHello(status) => {
-            if service.descriptor().bare_method().is_some() {
+            if catalog.primary.descriptor().bare_method().is_some() {
                 return Opening::Bare(first);
             }
-            Envelope::new(0, Body::Status(status.to_wire()))
+            (Envelope::new(0, Body::Status(status.to_wire())), None)
         }
     };
-    let accepted = matches!(reply.body, Some(Body::HelloAck(_)));
     match tokio::time::timeout(config.write_timeout(), writer.send(reply)).await {
-        Ok(Ok(())) if accepted => Opening::Envelopes,
+        Ok(Ok(())) => selected.map_or(Opening::Closed, Opening::Envelopes),
         _ => Opening::Closed,
     }
 }
 
 async fn serve_envelopes<S: Service>(
     shared: &Shared<S>,
+    service: Selected<S>,
     identity: PeerIdentity,
     mut reader: Reader,
     writer: Writer,
@@ -204,8 +202,7 @@ async fn serve_envelopes<S: Service>(
         match envelope.body {
             Some(Body::Request(request)) => {
                 let (abort, registration) = AbortHandle::new_pair();
-                let streaming = shared
-                    .service
+                let streaming = service
                     .descriptor()
                     .method(request.method_id)
                     .is_some_and(|method| method.server_streaming);
@@ -231,8 +228,7 @@ async fn serve_envelopes<S: Service>(
                     });
                 }
                 last_read = last_read.max(id);
-                let (service, outbound, calls) =
-                    (shared.service.clone(), outbound.clone(), calls.clone());
+                let (service, outbound, calls) = (service.clone(), outbound.clone(), calls.clone());
                 let (metrics, clock) = (shared.metrics.clone(), clock.clone());
                 let stall_limit = config.read_timeout();
                 let task = async move {
@@ -248,10 +244,10 @@ async fn serve_envelopes<S: Service>(
                                     stall_limit,
                                     metrics.clone(),
                                 );
-                                run_stream(&*service, request, sink, &metrics).await
+                                run_stream(&service, request, sink, &metrics).await
                             }
                             None => {
-                                run_call(&*service, request, max_frame, handler_timeout, &metrics)
+                                run_call(&service, request, max_frame, handler_timeout, &metrics)
                                     .await
                             }
                         }

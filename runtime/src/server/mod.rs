@@ -21,6 +21,7 @@
 //! reader, writer); [`bare`] serves seed-era peers.
 
 mod bare;
+mod catalog;
 mod connection;
 mod stream;
 
@@ -46,7 +47,10 @@ use crate::{
     IpcConfig, IpcError, ServiceDescriptor, Status,
 };
 
-use self::connection::serve_connection;
+use self::{
+    catalog::{Catalog, DynService},
+    connection::serve_connection,
+};
 
 /// Refused peers logged per [`REFUSAL_LOG_WINDOW`]; the rest are counted, and the
 /// count is logged (`suppressed`) with the first refusal of the next window.
@@ -124,13 +128,24 @@ pub trait Service: Send + Sync + 'static {
 /// server.serve_with_shutdown(async { let _ = tokio::signal::ctrl_c().await; }).await
 /// # }
 /// ```
-#[derive(Debug)]
 pub struct Server<S> {
     listener: Listener,
     service: Arc<S>,
+    /// Services served beside the primary one, chosen by name in the hello.
+    others: Vec<Arc<dyn DynService>>,
     config: Arc<IpcConfig>,
     policy: Arc<PeerPolicy>,
     metrics: Arc<ServerMetrics>,
+}
+
+impl<S> std::fmt::Debug for Server<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let others: Vec<&str> = self.others.iter().map(|o| o.descriptor().name).collect();
+        f.debug_struct("Server")
+            .field("endpoint", &self.config.endpoint_path)
+            .field("also_serves", &others)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S: Service> Server<S> {
@@ -144,10 +159,39 @@ impl<S: Service> Server<S> {
         Ok(Self {
             listener,
             service: Arc::new(service),
+            others: Vec::new(),
             config: Arc::new(config.clone()),
             policy: Arc::new(PeerPolicy::default()),
             metrics: Arc::default(),
         })
+    }
+
+    /// This server also serving `service` on the same endpoint: a client's hello names
+    /// the service it wants (for example `Server::bind(&config, FooServer::new(foo))?
+    /// .add_service(BarServer::new(bar))?`). The first service is dispatched without
+    /// any allocation per call; added ones through a boxed future per call.
+    ///
+    /// # Errors
+    /// `Config` (field `service`) when a service of that name is already served.
+    pub fn add_service<T: Service>(mut self, service: T) -> Result<Self, IpcError> {
+        let name = service.descriptor().name;
+        let taken = self.service.descriptor().name == name
+            || self.others.iter().any(|o| o.descriptor().name == name);
+        if taken {
+            return Err(IpcError::Config {
+                field: "service",
+                reason: format!("{name} is already served on this endpoint"),
+            });
+        }
+        self.others.push(Arc::new(service));
+        Ok(self)
+    }
+
+    /// The names of the services this server serves, its first service first.
+    pub fn services(&self) -> Vec<&'static str> {
+        std::iter::once(self.service.descriptor().name)
+            .chain(self.others.iter().map(|o| o.descriptor().name))
+            .collect()
     }
 
     /// The server's live counters (connections, calls in flight, refusals); keep the
@@ -190,10 +234,15 @@ impl<S: Service> Server<S> {
         let Server {
             listener,
             service,
+            others,
             config,
             policy,
             metrics,
         } = self;
+        let catalog = Arc::new(Catalog {
+            primary: service,
+            others,
+        });
         let server_uid = peer::own_uid();
         let connections = Arc::new(Semaphore::new(config.max_connections));
         // Refusals are answered by short tasks; bound them too.
@@ -253,12 +302,12 @@ impl<S: Service> Server<S> {
             }
             match admitted {
                 Ok((identity, permit)) => {
-                    let (service, config, stop) = (service.clone(), config.clone(), stop.clone());
+                    let (catalog, config, stop) = (catalog.clone(), config.clone(), stop.clone());
                     let metrics = metrics.clone();
                     tasks.spawn(async move {
                         let _open = metrics.connection();
                         let shared = Shared {
-                            service,
+                            catalog,
                             config,
                             metrics: metrics.clone(),
                         };
@@ -327,7 +376,7 @@ fn refuse_now(stream: Stream, status: &Status, config: &IpcConfig) {
 
 /// What every connection of one server shares.
 struct Shared<S> {
-    service: Arc<S>,
+    catalog: Arc<Catalog<S>>,
     config: Arc<IpcConfig>,
     metrics: Arc<ServerMetrics>,
 }
