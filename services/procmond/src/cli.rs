@@ -25,6 +25,11 @@ pub struct Cli {
     #[arg(long, value_name = "N", env = "DAEMONEYE_MAX_CONNECTIONS")]
     pub max_connections: Option<NonZeroUsize>,
 
+    /// Blocking jobs run at once, for hashing and for process enumeration each; one
+    /// more is answered "resource exhausted" [default: 16]
+    #[arg(long, value_name = "N", env = "DAEMONEYE_MAX_BLOCKING")]
+    pub max_blocking: Option<NonZeroUsize>,
+
     /// Log filter: a level (error, warn, info, debug, trace) or tracing directives such
     /// as "procmond=debug,daemoneye_ipc=trace". Logs go to stderr.
     #[arg(
@@ -59,6 +64,8 @@ mod tests {
             "/tmp/x.sock",
             "--max-connections",
             "4",
+            "--max-blocking",
+            "3",
             "--config",
             "/etc/d.toml",
         ])
@@ -69,12 +76,14 @@ mod tests {
         );
         assert_eq!(cli.endpoint.as_deref(), Some("/tmp/x.sock"));
         assert_eq!(cli.max_connections.map(NonZeroUsize::get), Some(4));
+        assert_eq!(cli.max_blocking.map(NonZeroUsize::get), Some(3));
     }
 
     #[test]
     fn bad_values_are_rejected() {
         assert!(parse(&["--max-connections", "0"]).is_err());
         assert!(parse(&["--max-connections", "many"]).is_err());
+        assert!(parse(&["--max-blocking", "0"]).is_err());
         assert!(parse(&["--log-level", "procmond=loud"]).is_err());
         assert!(parse(&["--log-level", "procmond=debug,warn"]).is_ok());
     }

@@ -5,18 +5,33 @@
 //! socket, lets calls in flight finish and exits 0. Exits 1 with a message on stderr
 //! when it cannot start (endpoint in use, bad path, signal handlers unavailable), and 2
 //! on a bad command line.
+//!
+//! Shutdown takes at most about `drain_timeout_ms` after the signal: calls still running
+//! then are stopped, and blocking jobs (hashes, process enumerations) still running
+//! then, such as a read from a filesystem that never answers, are abandoned with a
+//! warning rather than waited for.
 
 mod cli;
 mod shutdown;
 
-use std::{io::IsTerminal, process::ExitCode};
+use std::{
+    io::IsTerminal,
+    process::ExitCode,
+    sync::{Arc, OnceLock},
+    time::{Duration, Instant},
+};
 
 use clap::Parser;
 use daemoneye_collector::{ProcessCollectorServer, SystemCollector};
-use daemoneye_ipc::{IpcConfig, Server};
+use daemoneye_ipc::{BlockingPool, IpcConfig, Server};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::Cli;
+
+/// How long the runtime's shutdown waits for its threads once serving has ended. Any
+/// blocking job still running by then has outlived the drain timeout and was reported
+/// by [`wait_for_blocking_work`]; this only lets idle threads exit.
+const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_millis(100);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -33,7 +48,11 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => return fail(format!("cannot start the async runtime: {error}")),
     };
-    match runtime.block_on(run(cli)) {
+    let outcome = runtime.block_on(run(cli));
+    // Dropping the runtime would wait for every blocking thread, including one stuck
+    // for good in a read: bound the wait instead.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => fail(message),
     }
@@ -64,25 +83,40 @@ async fn run(cli: Cli) -> Result<(), String> {
     if let Some(max) = cli.max_connections {
         config.max_connections = max.get();
     }
+    if let Some(max) = cli.max_blocking {
+        config.max_blocking = max.get();
+    }
     // Install the handlers before the socket exists, so that a signal sent as soon as
     // the socket appears is a clean shutdown rather than the default (die, socket left).
     let signal =
         shutdown::signal().map_err(|error| format!("cannot install signal handlers: {error}"))?;
-    let server = Server::bind(&config, ProcessCollectorServer::new(SystemCollector::new()))
+    let collector = SystemCollector::from_config(&config);
+    let pools = [
+        collector.hashing_pool().clone(),
+        collector.enumeration_pool().clone(),
+    ];
+    let server = Server::bind(&config, ProcessCollectorServer::new(collector))
         .map_err(|error| format!("cannot serve on {}: {error}", config.endpoint_path))?;
     tracing::info!(
         endpoint = %config.endpoint_path,
         pid = std::process::id(),
         max_connections = config.max_connections,
+        max_blocking = config.max_blocking,
         version = env!("CARGO_PKG_VERSION"),
         "procmond serving"
     );
+    let signalled = Arc::new(OnceLock::new());
+    let signalled_at = Arc::clone(&signalled);
     let served = server
         .serve_with_shutdown(async move {
             let name = signal.await;
+            let _ = signalled_at.set(Instant::now());
             tracing::info!(signal = name, "shutting down");
         })
         .await;
+    let drain_end = signalled.get().copied().unwrap_or_else(Instant::now)
+        + Duration::from_millis(config.drain_timeout_ms);
+    wait_for_blocking_work(&pools, drain_end).await;
     match served {
         Ok(()) => {
             tracing::info!(endpoint = %config.endpoint_path, "procmond stopped");
@@ -92,5 +126,70 @@ async fn run(cli: Cli) -> Result<(), String> {
             "serving on {} failed: {error}",
             config.endpoint_path
         )),
+    }
+}
+
+/// Waits until no blocking job is running in `pools`, or until `deadline`; then logs a
+/// warning with the number of jobs abandoned. The calls that started them have been
+/// answered or stopped by now, and a stopped hash ends at its next read, so what is
+/// still running then is stuck (a read that never returns) and must not hold up exit.
+async fn wait_for_blocking_work(pools: &[BlockingPool], deadline: Instant) {
+    let idle = async {
+        for pool in pools {
+            pool.wait_idle().await;
+        }
+    };
+    if tokio::time::timeout_at(deadline.into(), idle)
+        .await
+        .is_err()
+    {
+        let abandoned: usize = pools.iter().map(BlockingPool::running).sum();
+        tracing::warn!(
+            abandoned,
+            "{abandoned} blocking job(s) (hashing, process enumeration) still running after \
+             the drain timeout, probably stuck in a read that does not return; exiting \
+             without them"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// A job stuck for good does not hold up the shutdown: the wait ends at the
+    /// deadline, and the runtime's bounded shutdown returns although the thread is
+    /// still blocked (dropping the runtime would wait for it forever).
+    #[test]
+    fn a_stuck_blocking_job_is_abandoned_at_the_deadline() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let pool = BlockingPool::new(2);
+        let (_never, stuck) = mpsc::channel::<()>();
+        let started = Instant::now();
+        runtime.block_on(async {
+            let job = pool
+                .spawn("stuck", move |_| {
+                    let _ = stuck.recv();
+                })
+                .expect("a free slot");
+            drop(job); // the caller gave up; the thread stays blocked
+            wait_for_blocking_work(
+                std::slice::from_ref(&pool),
+                Instant::now() + Duration::from_millis(200),
+            )
+            .await;
+        });
+        assert_eq!(pool.running(), 1, "still stuck");
+        runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "shutdown waited for the stuck thread"
+        );
     }
 }
