@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! daemoneye-cli [--endpoint PATH] [--timeout-ms MS] processes [--name N]... [--pid P]... [--exe-pattern GLOB] [--json]
-//! daemoneye-cli [--endpoint PATH] [--timeout-ms MS] hash PATH [--algorithm sha256] [--expect HEX]
+//! daemoneye-cli [--endpoint PATH] [--timeout-ms MS] hash PATH [--algorithm sha256|sha512|blake3] [--expect HEX]
 //! daemoneye-cli describe
 //! ```
 //!
@@ -25,7 +25,7 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
-use daemoneye_collector::ProcessCollectorClient;
+use daemoneye_collector::{ProcessCollectorClient, DEFAULT_HASH_ALGORITHM, HASH_ALGORITHMS};
 use daemoneye_ipc::{config::default_endpoint, IpcConfig, IpcError, PeerPolicy};
 use daemoneye_proto::{HashRequest, HashResult, ProcessFilter};
 
@@ -79,12 +79,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Hash a file as the collector sees it; prints `<hex>  <path>` like sha256sum.
+    /// Hash a file as the collector sees it; prints `<hex>  <path>` like sha256sum
+    /// (sha512sum, b3sum).
     Hash {
         /// The file to hash; a relative path is taken from this command's directory.
         path: PathBuf,
         /// Hash algorithm.
-        #[arg(long, default_value = "sha256")]
+        #[arg(
+            long,
+            default_value = DEFAULT_HASH_ALGORITHM,
+            ignore_case = true,
+            value_parser = clap::builder::PossibleValuesParser::new(HASH_ALGORITHMS)
+        )]
         algorithm: String,
         /// Expected hash (hex); exit status 1 when the file's hash differs.
         #[arg(long, value_name = "HEX", value_parser = parse_hex)]
@@ -414,6 +420,29 @@ mod tests {
             }
             other => panic!("wrong command {other:?}"),
         }
+    }
+
+    #[test]
+    fn hash_algorithms_are_the_collectors_in_any_case() {
+        let parse = |algorithm: &str| {
+            Cli::try_parse_from(["daemoneye-cli", "hash", "f", "--algorithm", algorithm]).map(
+                |cli| match cli.command {
+                    Command::Hash { algorithm, .. } => algorithm,
+                    other => panic!("wrong command {other:?}"),
+                },
+            )
+        };
+        for name in HASH_ALGORITHMS {
+            assert_eq!(parse(name).expect("accepted"), name);
+        }
+        assert_eq!(parse("BLAKE3").expect("any case").to_lowercase(), "blake3");
+        let error = parse("md5").expect_err("refused").to_string();
+        assert!(
+            error.contains("[possible values: sha256, sha512, blake3]"),
+            "{error}"
+        );
+        let cli = Cli::try_parse_from(["daemoneye-cli", "hash", "f"]).expect("parses");
+        assert!(matches!(cli.command, Command::Hash { algorithm, .. } if algorithm == "sha256"));
     }
 
     #[test]

@@ -254,6 +254,67 @@ async fn hash_checks_against_expect_and_exits_by_outcome() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 
+/// Each algorithm the cli offers, through the real collector, against published
+/// vectors for "abc" (FIPS 180-2, BLAKE3 reference); output like sha256sum and b3sum.
+#[tokio::test]
+async fn hash_with_each_algorithm_matches_published_vectors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let endpoint = serve(dir.path(), SystemCollector::new());
+    std::fs::write(dir.path().join("abc.txt"), "abc").expect("write");
+    let vectors = [
+        (
+            "sha256",
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        ),
+        (
+            "sha512",
+            "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a\
+             2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f",
+        ),
+        (
+            "blake3",
+            "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85",
+        ),
+    ];
+    for (algorithm, expected) in vectors {
+        let out = cli(
+            &[
+                "--endpoint",
+                &endpoint,
+                "hash",
+                "abc.txt",
+                "--algorithm",
+                algorithm,
+                "--expect",
+                expected,
+            ],
+            Some(dir.path()),
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(0), "{algorithm}: {out:?}");
+        assert_eq!(text(&out.stdout), format!("{expected}  abc.txt\n"));
+    }
+
+    let out = cli(
+        &[
+            "--endpoint",
+            &endpoint,
+            "hash",
+            "abc.txt",
+            "--algorithm",
+            "md5",
+        ],
+        Some(dir.path()),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("[possible values: sha256, sha512, blake3]"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn no_server_is_a_one_line_error_naming_the_endpoint() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// Collects process data from the local operating system with `sysinfo`, and hashes
-/// files with SHA-256.
+/// files with SHA-256, SHA-512 or BLAKE3.
 ///
 /// Cheap to clone: clones share the CPU sampler and the blocking pools. All blocking
 /// work (reading the process table, compiling a pattern, reading files) runs on tokio's
@@ -135,12 +135,13 @@ impl std::fmt::Debug for SystemCollector {
 /// `expected_hash` over [`MAX_EXPECTED_HASH_BYTES`](crate::MAX_EXPECTED_HASH_BYTES);
 /// `RESOURCE_EXHAUSTED` when the hashing pool is running its limit of jobs (a hash whose
 /// caller gave up keeps its slot until its current read returns); `INTERNAL` if the
-/// blocking job panicked. `algorithm` may be empty or `sha256` (any case); `hash_value` is
+/// blocking job panicked. `algorithm` is one of [`HASH_ALGORITHMS`](crate::HASH_ALGORITHMS)
+/// (`sha256`, `sha512`, `blake3`, any case; empty means `sha256`); `hash_value` is
 /// lowercase hex. `success` is `true` only when the hash was computed *and* either no
 /// `expected_hash` was given (absent or empty) or it equals the computed one, compared
 /// case-insensitively. Otherwise `success` is `false` and `error_message` says why:
 ///
-/// - another algorithm: `unsupported hash algorithm "md5" (supported: sha256)`;
+/// - another algorithm: `unsupported hash algorithm "md5" (supported: sha256, sha512, blake3)`;
 /// - a file that cannot be opened or read: `cannot open <path>: <OS error>` (also
 ///   `cannot read ...`); something not a regular file: `<path> is not a regular file`;
 /// - a mismatch: `hash mismatch: expected <expected>, got <actual>`, and then

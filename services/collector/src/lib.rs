@@ -4,7 +4,7 @@
 //! The trait is the whole contract; `#[ipc_service]` generates
 //! [`ProcessCollectorClient`] and [`ProcessCollectorServer`] from it.
 //! [`SystemCollector`] is the implementation `procmond` serves: it enumerates processes
-//! with `sysinfo` and hashes files with SHA-256 (see its `ProcessCollector` impl for the
+//! with `sysinfo` and hashes files with SHA-256, SHA-512 or BLAKE3 (see its `ProcessCollector` impl for the
 //! exact semantics of each method).
 //!
 //! A peer cannot make it do unbounded work: every request field it reads is bounded by
@@ -34,7 +34,7 @@ mod task;
 mod tests;
 
 pub use collector::SystemCollector;
-pub use hash::{DEFAULT_HASH_ALGORITHM, HASH_BUFFER_BYTES};
+pub use hash::{DEFAULT_HASH_ALGORITHM, HASH_ALGORITHMS, HASH_BUFFER_BYTES};
 pub use limits::{
     MAX_ALGORITHM_BYTES, MAX_EXPECTED_HASH_BYTES, MAX_PATH_BYTES, MAX_PATTERN_BYTES,
     MAX_PATTERN_WILDCARDS, MAX_PIDS, MAX_PROCESS_NAMES, MAX_PROCESS_NAME_BYTES, MAX_TASK_ID_BYTES,
@@ -53,8 +53,8 @@ pub trait ProcessCollector {
     #[ipc(idempotent)]
     async fn enumerate_processes(&self, filter: ProcessFilter) -> Result<ProcessList, Status>;
 
-    /// Hashes the file at `request.path` (sha256 unless `algorithm` says otherwise) and,
-    /// when `expected_hash` is set, reports whether it matches.
+    /// Hashes the file at `request.path` (sha256 unless `algorithm` names sha512 or
+    /// blake3) and, when `expected_hash` is set, reports whether it matches.
     #[ipc(idempotent)]
     async fn check_hash(&self, request: HashRequest) -> Result<HashResult, Status>;
 
