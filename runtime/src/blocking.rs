@@ -20,7 +20,7 @@
 //! of work pools of their own, so that one that hangs cannot lock out the others.
 //!
 //! ```no_run
-//! use daemoneye_ipc::{BlockingPool, IpcConfig, Status};
+//! use daemoneye_ipc::{BlockingPool, Status};
 //!
 //! # async fn handler(pool: &BlockingPool) -> Result<u64, Status> {
 //! let total = pool
