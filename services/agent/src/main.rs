@@ -10,7 +10,7 @@ use std::{future::Future, io::IsTerminal, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use daemoneye_agent::{Agent, CycleError, CycleSummary};
-use daemoneye_ipc::{config::default_endpoint, IpcConfig};
+use daemoneye_ipc::IpcConfig;
 use tokio::time::MissedTickBehavior;
 
 /// Periodically enumerate processes and verify executables through procmond.
@@ -22,7 +22,7 @@ struct Args {
         long,
         env = "DAEMONEYE_ENDPOINT",
         value_name = "PATH",
-        default_value_t = default_endpoint()
+        default_value_t = daemoneye_collector::default_endpoint()
     )]
     endpoint: String,
 

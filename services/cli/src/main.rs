@@ -26,7 +26,7 @@ use std::{
 
 use clap::{Parser, Subcommand};
 use daemoneye_collector::{ProcessCollectorClient, DEFAULT_HASH_ALGORITHM, HASH_ALGORITHMS};
-use daemoneye_ipc::{config::default_endpoint, IpcConfig, IpcError, PeerPolicy};
+use daemoneye_ipc::{IpcConfig, IpcError, PeerPolicy};
 use daemoneye_proto::{HashRequest, HashResult, ProcessFilter};
 
 /// Query DaemonEye's process collector (procmond) over its local socket.
@@ -39,7 +39,7 @@ struct Cli {
         global = true,
         env = "DAEMONEYE_ENDPOINT",
         value_name = "PATH",
-        default_value_t = default_endpoint()
+        default_value_t = daemoneye_collector::default_endpoint()
     )]
     endpoint: String,
 

@@ -41,6 +41,17 @@ pub use limits::{
 };
 
 use daemoneye_ipc::{ipc_service, Status};
+
+/// Where `procmond` serves the collector, and where its clients look for it, unless
+/// told otherwise: [`default_endpoint_for("procmond")`](daemoneye_ipc::config::default_endpoint_for).
+///
+/// - Unix, effective uid 0: `/var/run/daemoneye/procmond.sock` (seed: IPC, Default Paths).
+/// - Unix, other users: `$XDG_RUNTIME_DIR/daemoneye/procmond.sock`, or
+///   `/tmp/daemoneye-<uid>/procmond.sock` when that variable is unset.
+/// - Windows: `\\.\pipe\daemoneye\procmond`.
+pub fn default_endpoint() -> String {
+    daemoneye_ipc::config::default_endpoint_for("procmond")
+}
 use daemoneye_proto::{
     DetectionResult, DetectionTask, HashRequest, HashResult, ProcessFilter, ProcessList,
 };

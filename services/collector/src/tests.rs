@@ -369,3 +369,14 @@ async fn run_task_unsupported_and_unknown_types_fail_with_the_task_id() {
         Some("unknown task type 42")
     );
 }
+
+#[test]
+fn default_endpoint_is_procmonds_socket() {
+    let endpoint = crate::default_endpoint();
+    assert_eq!(
+        endpoint,
+        daemoneye_ipc::config::default_endpoint_for("procmond")
+    );
+    #[cfg(unix)]
+    assert!(endpoint.ends_with("/daemoneye/procmond.sock"), "{endpoint}");
+}

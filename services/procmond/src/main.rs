@@ -76,7 +76,9 @@ fn fail(message: String) -> ExitCode {
 /// cannot be bound.
 async fn run(cli: Cli) -> Result<(), String> {
     // Defaults < --config file < DAEMONEYE_* variables < flags.
-    let mut config = IpcConfig::load(cli.config.as_deref()).map_err(|error| error.to_string())?;
+    let defaults = IpcConfig::with_endpoint(daemoneye_collector::default_endpoint());
+    let mut config =
+        IpcConfig::load_over(defaults, cli.config.as_deref()).map_err(|error| error.to_string())?;
     if let Some(endpoint) = cli.endpoint {
         config.endpoint_path = endpoint;
     }
