@@ -52,6 +52,7 @@ mod log_budget;
 pub mod metrics;
 pub mod peer;
 pub mod resilience;
+pub mod schema;
 pub mod server;
 pub mod status;
 pub mod transport;
@@ -67,6 +68,7 @@ pub use error::IpcError;
 pub use metrics::{MetricsSnapshot, ServerMetrics};
 pub use peer::{PeerIdentity, PeerPolicy};
 pub use resilience::{BreakerConfig, RetryPolicy};
+pub use schema::Contract;
 pub use server::{Server, ServerStream, Service};
 pub use status::{Code, Status};
 
