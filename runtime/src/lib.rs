@@ -43,6 +43,7 @@ extern crate self as daemoneye_ipc;
 pub mod blocking;
 pub mod client;
 pub mod codec;
+pub mod compat;
 pub mod config;
 pub mod descriptor;
 pub mod envelope;
