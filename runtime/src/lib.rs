@@ -46,6 +46,7 @@ pub mod codec;
 pub mod compat;
 pub mod config;
 pub mod descriptor;
+pub mod docs;
 pub mod envelope;
 pub mod error;
 pub mod handshake;
