@@ -37,8 +37,9 @@ pub mod pb {
 }
 
 pub use pb::{
-    DetectionResult, DetectionTask, HashCheck, HashRequest, HashResult, ProcessFilter, ProcessList,
-    ProcessRecord, TaskType,
+    DetectionResult, DetectionTask, ExecutableState, HashCheck, HashRequest, HashResult,
+    ProcessEvent, ProcessEventKind, ProcessFilter, ProcessList, ProcessRecord, TaskType,
+    VerifyRequest, VerifyResult, WatchRequest,
 };
 
 /// The `prost` version these types were generated for (brings [`prost::Message`]
@@ -98,6 +99,34 @@ impl DetectionTask {
     }
 }
 
+impl DetectionTask {
+    /// A task asking procmond to verify the executable of process `pid` (task type
+    /// `VERIFY_EXECUTABLE`): the pid travels as the only entry of
+    /// `process_filter.pids`, a non-empty `algorithm` as `hash_check.hash_algorithm`.
+    ///
+    /// Not in the seed, which names the task type but not its parameters.
+    pub fn new_verify_executable(
+        task_id: impl Into<String>,
+        pid: u32,
+        algorithm: impl Into<String>,
+    ) -> Self {
+        let algorithm = algorithm.into();
+        Self {
+            task_id: task_id.into(),
+            task_type: TaskType::VerifyExecutable as i32,
+            process_filter: Some(ProcessFilter {
+                pids: vec![pid],
+                ..ProcessFilter::default()
+            }),
+            hash_check: (!algorithm.is_empty()).then(|| HashCheck {
+                hash_algorithm: algorithm,
+                ..HashCheck::default()
+            }),
+            metadata: None,
+        }
+    }
+}
+
 impl DetectionResult {
     /// A successful result carrying the collected `processes`.
     ///
@@ -109,6 +138,7 @@ impl DetectionResult {
             error_message: None,
             processes,
             hash_result: None,
+            verify_result: None,
         }
     }
 
@@ -122,6 +152,7 @@ impl DetectionResult {
             error_message: Some(message.into()),
             processes: Vec::new(),
             hash_result: None,
+            verify_result: None,
         }
     }
 
@@ -136,6 +167,42 @@ impl DetectionResult {
             error_message: hash_result.error_message.clone(),
             processes: Vec::new(),
             hash_result: Some(hash_result),
+            verify_result: None,
+        }
+    }
+
+    /// A result for a `VERIFY_EXECUTABLE` task: `success` is true only when the
+    /// executable is [`ExecutableState::Unchanged`]; `error_message` is the verdict's
+    /// description otherwise. `hash_result` carries the hash of the running image (for
+    /// peers that predate `verify_result`) when it could be computed.
+    ///
+    /// Not in the seed; completes its Helper Methods for `VERIFY_EXECUTABLE` tasks.
+    pub fn verify(task_id: impl Into<String>, verify_result: VerifyResult) -> Self {
+        let unchanged = verify_result.state() == ExecutableState::Unchanged;
+        let hash_result = (!verify_result.running_hash.is_empty()).then(|| HashResult {
+            hash_value: verify_result.running_hash.clone(),
+            algorithm: verify_result.algorithm.clone(),
+            file_path: verify_result.executable_path.clone(),
+            success: true,
+            error_message: None,
+        });
+        Self {
+            task_id: task_id.into(),
+            success: unchanged,
+            error_message: if unchanged {
+                None
+            } else {
+                Some(verify_result.error_message.clone().unwrap_or_else(|| {
+                    format!(
+                        "executable of pid {} is {}",
+                        verify_result.pid,
+                        verify_result.state().as_str_name()
+                    )
+                }))
+            },
+            processes: Vec::new(),
+            hash_result,
+            verify_result: Some(verify_result),
         }
     }
 }
@@ -375,6 +442,89 @@ mod tests {
         assert!(!result.success);
         assert_eq!(result.error_message.as_deref(), Some("No such file"));
         assert_eq!(result.hash_result, Some(bad));
+    }
+
+    #[test]
+    fn verify_helpers() {
+        let task = DetectionTask::new_verify_executable("v-1", 42, "blake3");
+        assert_eq!(task.task_type(), TaskType::VerifyExecutable);
+        assert_eq!(task.process_filter.expect("filter").pids, [42]);
+        assert_eq!(task.hash_check.expect("check").hash_algorithm, "blake3");
+        let task = DetectionTask::new_verify_executable("v-2", 42, "");
+        assert_eq!(task.hash_check, None);
+
+        let unchanged = VerifyResult {
+            pid: 42,
+            state: ExecutableState::Unchanged as i32,
+            executable_path: "/bin/sleep".to_string(),
+            running_hash: "ab".to_string(),
+            disk_hash: Some("ab".to_string()),
+            algorithm: "sha256".to_string(),
+            same_file: true,
+            error_message: None,
+        };
+        let result = DetectionResult::verify("v-1", unchanged.clone());
+        assert!(result.success);
+        assert_eq!(result.error_message, None);
+        let hash = result.hash_result.expect("hash of the running image");
+        assert_eq!(
+            (hash.hash_value.as_str(), hash.file_path.as_str()),
+            ("ab", "/bin/sleep")
+        );
+        assert_eq!(result.verify_result, Some(unchanged.clone()));
+
+        let deleted = VerifyResult {
+            state: ExecutableState::Deleted as i32,
+            disk_hash: None,
+            same_file: false,
+            ..unchanged
+        };
+        let result = DetectionResult::verify("v-3", deleted);
+        assert!(!result.success);
+        assert_eq!(
+            result.error_message.as_deref(),
+            Some("executable of pid 42 is EXECUTABLE_STATE_DELETED")
+        );
+        let failed = DetectionResult::verify(
+            "v-4",
+            VerifyResult {
+                state: ExecutableState::Error as i32,
+                error_message: Some("no process 7".to_string()),
+                ..VerifyResult::default()
+            },
+        );
+        assert_eq!(failed.error_message.as_deref(), Some("no process 7"));
+        assert_eq!(failed.hash_result, None);
+    }
+
+    #[test]
+    fn new_messages_field_numbers_on_the_wire() {
+        let result = DetectionResult {
+            verify_result: Some(VerifyResult::default()),
+            ..DetectionResult::success("t", vec![])
+        };
+        // 6: verify_result (LEN), after the seed's fields.
+        assert_eq!(result.encode_to_vec(), [0x0A, 1, b't', 0x10, 1, 0x32, 0]);
+        let event = ProcessEvent {
+            kind: ProcessEventKind::Exited as i32,
+            process: Some(ProcessRecord::default()),
+            observed_at: 5,
+        };
+        assert_eq!(event.encode_to_vec(), [0x08, 2, 0x12, 0, 0x18, 5]);
+        let watch = WatchRequest {
+            filter: Some(ProcessFilter::default()),
+            tree_root: Some(0),
+            interval_ms: 1,
+            include_existing: true,
+        };
+        assert_eq!(watch.encode_to_vec(), [0x0A, 0, 0x10, 0, 0x18, 1, 0x20, 1]);
+        let request = VerifyRequest {
+            pid: 7,
+            algorithm: "a".to_string(),
+        };
+        assert_eq!(request.encode_to_vec(), [0x08, 7, 0x12, 1, b'a']);
+        assert_eq!(ExecutableState::Replaced as i32, 2);
+        assert_eq!(ProcessEventKind::Existing as i32, 3);
     }
 
     #[test]

@@ -16,6 +16,9 @@
 //!   Proto -> native maps an unrepresentable value to [`UNIX_EPOCH`] (the same
 //!   value an unset proto3 field, `0`, yields).
 //! * Native times beyond the `i64` range saturate to `i64::MIN` / `i64::MAX`.
+//! * [`ProcessEvent`]'s `observed_at` is Unix milliseconds on the wire, like
+//!   `collection_time`; its `kind` has no `UNSPECIFIED`: converting a proto event
+//!   whose kind is unspecified or unknown fails with [`UnknownEventKind`].
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -129,6 +132,106 @@ impl From<pb::ProcessRecord> for ProcessRecord {
             collection_time: from_unix(p.collection_time, Duration::from_millis)
                 .unwrap_or(UNIX_EPOCH),
         }
+    }
+}
+
+/// What happened to a process, in a [`ProcessEvent`] (native counterpart of
+/// [`pb::ProcessEventKind`], without its `UNSPECIFIED` value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessEventKind {
+    /// The process appeared since the previous snapshot.
+    Started,
+    /// The process was gone (or a zombie) at this snapshot.
+    Exited,
+    /// The process was running when the watch started.
+    Existing,
+}
+
+impl ProcessEventKind {
+    /// Lowercase name: `"started"`, `"exited"` or `"existing"` (as in JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Exited => "exited",
+            Self::Existing => "existing",
+        }
+    }
+}
+
+impl From<ProcessEventKind> for pb::ProcessEventKind {
+    fn from(kind: ProcessEventKind) -> Self {
+        match kind {
+            ProcessEventKind::Started => Self::Started,
+            ProcessEventKind::Exited => Self::Exited,
+            ProcessEventKind::Existing => Self::Existing,
+        }
+    }
+}
+
+impl TryFrom<pb::ProcessEventKind> for ProcessEventKind {
+    type Error = UnknownEventKind;
+
+    fn try_from(kind: pb::ProcessEventKind) -> Result<Self, Self::Error> {
+        match kind {
+            pb::ProcessEventKind::Started => Ok(Self::Started),
+            pb::ProcessEventKind::Exited => Ok(Self::Exited),
+            pb::ProcessEventKind::Existing => Ok(Self::Existing),
+            pb::ProcessEventKind::Unspecified => Err(UnknownEventKind(kind as i32)),
+        }
+    }
+}
+
+/// A `ProcessEvent` whose `kind` is `UNSPECIFIED` or a value this build does not know
+/// (carried as its number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownEventKind(pub i32);
+
+impl std::fmt::Display for UnknownEventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown process event kind {}", self.0)
+    }
+}
+
+impl std::error::Error for UnknownEventKind {}
+
+/// One event of a process watch, in native Rust types.
+///
+/// Convert with `pb::ProcessEvent::from(event)` and `ProcessEvent::try_from(proto)`;
+/// the latter fails only on an unknown `kind`. A proto event without a `process`
+/// converts to a default record (pid 0), as an unset proto3 message field reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessEvent {
+    /// What happened.
+    pub kind: ProcessEventKind,
+    /// The process, as read when the watch first saw it (for an exit too).
+    pub process: ProcessRecord,
+    /// When the snapshot that saw it was taken (transported at millisecond precision).
+    pub observed_at: SystemTime,
+}
+
+impl From<ProcessEvent> for pb::ProcessEvent {
+    fn from(event: ProcessEvent) -> Self {
+        Self {
+            kind: pb::ProcessEventKind::from(event.kind) as i32,
+            process: Some(event.process.into()),
+            observed_at: unix_millis(event.observed_at),
+        }
+    }
+}
+
+impl TryFrom<pb::ProcessEvent> for ProcessEvent {
+    type Error = UnknownEventKind;
+
+    fn try_from(event: pb::ProcessEvent) -> Result<Self, Self::Error> {
+        let kind = pb::ProcessEventKind::try_from(event.kind)
+            .map_err(|_| UnknownEventKind(event.kind))
+            .and_then(ProcessEventKind::try_from)?;
+        Ok(Self {
+            kind,
+            process: event.process.unwrap_or_default().into(),
+            observed_at: from_unix(event.observed_at, Duration::from_millis).unwrap_or(UNIX_EPOCH),
+        })
     }
 }
 
@@ -309,6 +412,47 @@ mod tests {
         };
         let p = pb::ProcessRecord::from(native);
         assert_eq!(p.executable_path.as_deref(), Some("/tmp/bad\u{FFFD}name"));
+    }
+
+    #[test]
+    fn process_event_round_trip_and_unknown_kinds() {
+        let event = ProcessEvent {
+            kind: ProcessEventKind::Exited,
+            process: full_record(),
+            observed_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_456),
+        };
+        let proto = pb::ProcessEvent::from(event.clone());
+        assert_eq!(proto.kind, pb::ProcessEventKind::Exited as i32);
+        assert_eq!(proto.observed_at, 1_700_000_000_456);
+        assert_eq!(ProcessEvent::try_from(proto), Ok(event));
+
+        for kind in [0, 99] {
+            let proto = pb::ProcessEvent {
+                kind,
+                ..Default::default()
+            };
+            assert_eq!(ProcessEvent::try_from(proto), Err(UnknownEventKind(kind)));
+        }
+        let bare = pb::ProcessEvent {
+            kind: pb::ProcessEventKind::Started as i32,
+            ..Default::default()
+        };
+        let native = ProcessEvent::try_from(bare).expect("known kind");
+        assert_eq!(native.process.pid, 0);
+        assert_eq!(native.observed_at, UNIX_EPOCH);
+        assert_eq!(
+            [
+                ProcessEventKind::Started,
+                ProcessEventKind::Exited,
+                ProcessEventKind::Existing
+            ]
+            .map(ProcessEventKind::as_str),
+            ["started", "exited", "existing"]
+        );
+        assert_eq!(
+            serde_json::to_string(&ProcessEventKind::Started).expect("json"),
+            "\"started\""
+        );
     }
 
     #[test]
