@@ -719,15 +719,18 @@ pub enum SnapshotOutcome {
 
 /// Checks `contract` against its JSON snapshot at `path`, in the mode
 /// [`UPDATE_SNAPSHOTS_ENV`] asks for, and says on stderr what a caller should know (a
-/// stale or rewritten snapshot, accepted breaks). Call it from a test:
+/// stale or rewritten snapshot, accepted breaks), even from a passing test whose output
+/// the harness captures. Call it from a test:
 ///
 /// ```no_run
 /// # fn contract() -> daemoneye_ipc::Contract { unimplemented!() }
 /// daemoneye_ipc::compat::check_snapshot(&contract(), "schema/example.Echo.json").unwrap();
 /// ```
 ///
-/// or use [`assert_contract_snapshot!`](crate::assert_contract_snapshot), which resolves
-/// the path against the calling crate's directory.
+/// A relative `path` is relative to the current directory, which `cargo test` sets to
+/// the package's directory; or use
+/// [`assert_contract_snapshot!`](crate::assert_contract_snapshot), which resolves the
+/// path against the calling crate's directory whatever the current one.
 ///
 /// - no snapshot: it is written; the check fails once saying so (passes with
 ///   `DAEMONEYE_UPDATE_SNAPSHOTS=1`);
@@ -744,33 +747,35 @@ pub enum SnapshotOutcome {
 pub fn check_snapshot(contract: &Contract, path: impl AsRef<Path>) -> Result<(), String> {
     let path = path.as_ref();
     let mode = SnapshotMode::from_env()?;
-    let refresh = format!("{UPDATE_SNAPSHOTS_ENV}=1 cargo test");
-    match check_snapshot_with(contract, path, mode)? {
-        SnapshotOutcome::Unchanged => {}
-        SnapshotOutcome::Created => {
-            eprintln!("contract snapshot {} created", path.display());
+    let shown = path.display();
+    let text = match check_snapshot_with(contract, path, mode)? {
+        SnapshotOutcome::Unchanged => return Ok(()),
+        SnapshotOutcome::Created => format!("contract snapshot {shown} created\n"),
+        SnapshotOutcome::Stale(changes) => format!(
+            "contract snapshot {shown} is stale (compatible changes: {}); refresh it with \
+             `{UPDATE_SNAPSHOTS_ENV}=1 cargo test`\n",
+            changes.join("; ")
+        ),
+        SnapshotOutcome::Updated(changes) => {
+            format!(
+                "contract snapshot {shown} updated ({})\n",
+                changes.join("; ")
+            )
         }
-        SnapshotOutcome::Stale(changes) => eprintln!(
-            "contract snapshot {} is stale (compatible changes: {}); refresh it with `{refresh}`",
-            path.display(),
-            changes.join("; ")
-        ),
-        SnapshotOutcome::Updated(changes) => eprintln!(
-            "contract snapshot {} updated ({})",
-            path.display(),
-            changes.join("; ")
-        ),
         SnapshotOutcome::Forced(breaks) => {
-            eprintln!(
-                "contract snapshot {} overwritten, accepting {} breaking change(s):",
-                path.display(),
+            let mut text = format!(
+                "contract snapshot {shown} overwritten, accepting {} breaking change(s):\n",
                 breaks.len()
             );
             for b in breaks {
-                eprintln!("  {b}");
+                text.push_str(&format!("  {b}\n"));
             }
+            text
         }
-    }
+    };
+    // Straight to the process's stderr, not through `eprintln!`: the test harness
+    // captures `eprintln!` in a passing test, and a stale snapshot passes.
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
     Ok(())
 }
 
