@@ -1,11 +1,14 @@
 //! `daemoneye-agent`'s work, as a library so that it can be tested against an in-process
-//! collector: one **cycle** enumerates every process through procmond, picks up to N
-//! distinct executables and has procmond hash each of them.
+//! collector: one **cycle** lists every process through procmond (streamed, so any
+//! number of them), picks up to N distinct executables and has procmond hash each of
+//! them.
 //!
 //! [`Agent`] holds the state that lives across cycles (the client, which reconnects by
 //! itself after its connection dies, and the [`HashRotation`]); [`run_cycle`] is one
 //! cycle on a connected client. The binary (`src/main.rs`) runs [`Agent::cycle`] on a
-//! timer.
+//! timer, or, with `--watch`, [`Agent::watch`]: it subscribes to procmond's process
+//! monitor instead of polling, and hashes each executable the first time a process
+//! running it starts.
 #![deny(missing_docs)]
 
 use std::{
@@ -16,7 +19,10 @@ use std::{
 
 use daemoneye_collector::{ProcessCollectorClient, DEFAULT_HASH_ALGORITHM};
 use daemoneye_ipc::{IpcConfig, IpcError};
-use daemoneye_proto::{HashRequest, ProcessFilter, ProcessRecord};
+use daemoneye_proto::{
+    model, HashRequest, HashResult, ProcessEventKind, ProcessFilter, ProcessRecord, WatchRequest,
+};
+use futures_util::StreamExt;
 
 /// What one cycle did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +59,14 @@ pub enum CycleError {
         /// The transport error or the collector's status.
         source: IpcError,
     },
+    /// The process watch could not be opened, or ended with an error (the collector's
+    /// status or a lost connection).
+    Watch {
+        /// The collector's endpoint.
+        endpoint: String,
+        /// The transport error or the collector's status.
+        source: IpcError,
+    },
     /// The connection failed while an executable was being hashed (transport errors
     /// only: see [`run_cycle`] for what counts as a per-file failure instead).
     Hash {
@@ -78,6 +92,9 @@ impl fmt::Display for CycleError {
             CycleError::Enumerate { endpoint, source } => {
                 write!(f, "listing processes via {endpoint} failed: {source}")
             }
+            CycleError::Watch { endpoint, source } => {
+                write!(f, "watching processes via {endpoint} failed: {source}")
+            }
             CycleError::Hash {
                 endpoint,
                 path,
@@ -92,6 +109,7 @@ impl std::error::Error for CycleError {
         match self {
             CycleError::Connect { source, .. }
             | CycleError::Enumerate { source, .. }
+            | CycleError::Watch { source, .. }
             | CycleError::Hash { source, .. } => Some(source),
         }
     }
@@ -149,6 +167,59 @@ impl HashRotation {
     }
 }
 
+/// Every process, through `stream_processes` (batches, so any number of them).
+///
+/// # Errors
+/// The transport error or the collector's status.
+pub async fn list_processes(
+    client: &ProcessCollectorClient,
+) -> Result<Vec<ProcessRecord>, IpcError> {
+    let mut batches = client.stream_processes(ProcessFilter::default()).await?;
+    let mut processes = Vec::new();
+    while let Some(batch) = batches.next().await {
+        processes.extend(batch?.processes);
+    }
+    Ok(processes)
+}
+
+/// Hashes `path` (sha256); `Ok(Err(reason))` when the collector could not (its answer
+/// says so, it refused, or the call timed out), logged at debug level.
+///
+/// # Errors
+/// Transport errors other than the call's deadline.
+async fn hash_one(
+    client: &ProcessCollectorClient,
+    path: &str,
+) -> Result<Result<HashResult, String>, IpcError> {
+    let request = HashRequest {
+        path: path.to_owned(),
+        algorithm: DEFAULT_HASH_ALGORITHM.to_owned(),
+        expected_hash: None,
+    };
+    match client.check_hash(request).await {
+        Ok(result) if result.success && !result.hash_value.is_empty() => {
+            tracing::debug!(%path, hash = %result.hash_value, algorithm = %result.algorithm, "hashed");
+            Ok(Ok(result))
+        }
+        Ok(result) => {
+            let reason = result.error_message.unwrap_or_default();
+            tracing::debug!(%path, %reason, "collector could not hash");
+            Ok(Err(reason))
+        }
+        Err(IpcError::Status(status)) => {
+            tracing::debug!(%path, %status, "collector refused to hash");
+            Ok(Err(status.to_string()))
+        }
+        // A file too large to hash within the call timeout says nothing about the
+        // connection (the server was told to cancel); go on with the next one.
+        Err(IpcError::DeadlineExceeded { after_ms }) => {
+            tracing::debug!(%path, after_ms, "hashing took longer than the call timeout");
+            Ok(Err(format!("not hashed within {after_ms} ms")))
+        }
+        Err(source) => Err(source),
+    }
+}
+
 /// One cycle on a connected `client`: enumerate every process, pick up to `hash_limit`
 /// executables with `rotation`, hash each (sha256, one at a time so as not to load the
 /// collector's disk), and count.
@@ -165,53 +236,29 @@ pub async fn run_cycle(
 ) -> Result<CycleSummary, CycleError> {
     let started = Instant::now();
     let endpoint = || client.client().endpoint().to_owned();
-    let list = client
-        .enumerate_processes(ProcessFilter::default())
+    let processes = list_processes(client)
         .await
         .map_err(|source| CycleError::Enumerate {
             endpoint: endpoint(),
             source,
         })?;
-    let executables = list
-        .processes
+    let executables = processes
         .iter()
         .filter_map(|record| record.executable_path.as_deref())
         .filter(|path| !path.is_empty())
         .collect::<HashSet<_>>()
         .len();
     let mut summary = CycleSummary {
-        processes: list.processes.len(),
+        processes: processes.len(),
         executables,
         hashed: 0,
         failures: 0,
         elapsed: Duration::ZERO,
     };
-    for path in rotation.pick(&list.processes, hash_limit) {
-        let request = HashRequest {
-            path: path.clone(),
-            algorithm: DEFAULT_HASH_ALGORITHM.to_owned(),
-            expected_hash: None,
-        };
-        match client.check_hash(request).await {
-            Ok(result) if result.success && !result.hash_value.is_empty() => {
-                tracing::debug!(%path, hash = %result.hash_value, algorithm = %result.algorithm, "hashed");
-                summary.hashed += 1;
-            }
-            Ok(result) => {
-                let reason = result.error_message.unwrap_or_default();
-                tracing::debug!(%path, %reason, "collector could not hash");
-                summary.failures += 1;
-            }
-            Err(IpcError::Status(status)) => {
-                tracing::debug!(%path, %status, "collector refused to hash");
-                summary.failures += 1;
-            }
-            // A file too large to hash within the call timeout says nothing about the
-            // connection (the server was told to cancel); go on with the next one.
-            Err(IpcError::DeadlineExceeded { after_ms }) => {
-                tracing::debug!(%path, after_ms, "hashing took longer than the call timeout");
-                summary.failures += 1;
-            }
+    for path in rotation.pick(&processes, hash_limit) {
+        match hash_one(client, &path).await {
+            Ok(Ok(_)) => summary.hashed += 1,
+            Ok(Err(_)) => summary.failures += 1,
             Err(source) => {
                 return Err(CycleError::Hash {
                     endpoint: endpoint(),
@@ -224,6 +271,38 @@ pub async fn run_cycle(
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
+
+/// What [`Agent::watch`] reports as it goes.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum WatchReport {
+    /// The watch is open: the collector takes its first snapshot now.
+    Subscribed,
+    /// A process started or exited.
+    Event(model::ProcessEvent),
+    /// The executable of a process that started, hashed (the first time it is seen).
+    Hashed {
+        /// The process that runs it.
+        pid: u32,
+        /// Its path.
+        path: String,
+        /// The hash (sha256, lowercase hex).
+        hash: String,
+    },
+    /// The executable of a process that started could not be hashed.
+    HashFailed {
+        /// The process that runs it.
+        pid: u32,
+        /// Its path.
+        path: String,
+        /// Why, as the collector said.
+        reason: String,
+    },
+}
+
+/// Most executables [`Agent::watch`] remembers as hashed; past that it forgets them
+/// all and hashes each again when next started.
+pub const WATCH_HASHED_MEMORY: usize = 16_384;
 
 /// The agent's state across cycles: where the collector is, the client once connected,
 /// and the hashing rotation.
@@ -247,6 +326,92 @@ impl Agent {
         }
     }
 
+    /// The client, connecting first if no connection was ever made.
+    async fn client(&mut self) -> Result<&ProcessCollectorClient, CycleError> {
+        if self.client.is_none() {
+            let client = ProcessCollectorClient::connect(&self.config)
+                .await
+                .map_err(|source| CycleError::Connect {
+                    endpoint: self.config.endpoint_path.clone(),
+                    source,
+                })?;
+            self.client = Some(client);
+        }
+        Ok(self.client.as_ref().expect("connected above"))
+    }
+
+    /// Subscribes to procmond's process monitor (every process, a snapshot every
+    /// `interval_ms`) and reports each event to `report`; the executable of each
+    /// process that starts is hashed the first time it is seen (at most
+    /// [`WATCH_HASHED_MEMORY`] are remembered), so programs are checked as they run
+    /// rather than on a rotation. Runs until the watch fails; the caller stops it by
+    /// dropping the future.
+    ///
+    /// # Errors
+    /// [`CycleError::Connect`] when no connection can be made, [`CycleError::Watch`]
+    /// when the watch cannot be opened or fails (lost connection included: the next
+    /// call reconnects), [`CycleError::Hash`] when the connection fails while hashing.
+    pub async fn watch(
+        &mut self,
+        interval_ms: u32,
+        mut report: impl FnMut(WatchReport),
+    ) -> Result<(), CycleError> {
+        let endpoint = self.config.endpoint_path.clone();
+        let watch_error = |source| CycleError::Watch {
+            endpoint: endpoint.clone(),
+            source,
+        };
+        let client = self.client().await?.clone();
+        let request = WatchRequest {
+            filter: None,
+            tree_root: None,
+            interval_ms,
+            include_existing: false,
+        };
+        let mut events = client.watch_processes(request).await.map_err(watch_error)?;
+        report(WatchReport::Subscribed);
+        let mut hashed: HashSet<String> = HashSet::new();
+        while let Some(event) = events.next().await {
+            let event = event.map_err(watch_error)?;
+            let started = event.kind() == ProcessEventKind::Started;
+            let Ok(event) = model::ProcessEvent::try_from(event) else {
+                continue; // a kind this build does not know
+            };
+            let pid = event.process.pid;
+            let path = event
+                .process
+                .executable_path
+                .as_ref()
+                .map(|path| path.to_string_lossy().into_owned())
+                .filter(|path| !path.is_empty());
+            report(WatchReport::Event(event));
+            let Some(path) = path.filter(|path| started && !hashed.contains(path)) else {
+                continue;
+            };
+            if hashed.len() >= WATCH_HASHED_MEMORY {
+                hashed.clear();
+            }
+            hashed.insert(path.clone());
+            match hash_one(&client, &path).await {
+                Ok(Ok(result)) => report(WatchReport::Hashed {
+                    pid,
+                    path,
+                    hash: result.hash_value,
+                }),
+                Ok(Err(reason)) => report(WatchReport::HashFailed { pid, path, reason }),
+                Err(source) => {
+                    return Err(CycleError::Hash {
+                        endpoint: endpoint.clone(),
+                        path,
+                        source,
+                    })
+                }
+            }
+        }
+        // The monitor of the whole host never ends by itself; the server did.
+        Err(watch_error(IpcError::PeerClosed))
+    }
+
     /// The collector endpoint this agent talks to.
     pub fn endpoint(&self) -> &str {
         &self.config.endpoint_path
@@ -261,19 +426,9 @@ impl Agent {
     /// [`run_cycle`].
     pub async fn cycle(&mut self) -> Result<CycleSummary, CycleError> {
         let started = Instant::now();
-        let client = match &self.client {
-            Some(client) => client,
-            None => {
-                let client = ProcessCollectorClient::connect(&self.config)
-                    .await
-                    .map_err(|source| CycleError::Connect {
-                        endpoint: self.config.endpoint_path.clone(),
-                        source,
-                    })?;
-                self.client.insert(client)
-            }
-        };
-        let mut summary = run_cycle(client, &mut self.rotation, self.hash_limit).await?;
+        let hash_limit = self.hash_limit;
+        let client = self.client().await?.clone();
+        let mut summary = run_cycle(&client, &mut self.rotation, hash_limit).await?;
         summary.elapsed = started.elapsed();
         Ok(summary)
     }

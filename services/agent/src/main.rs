@@ -1,15 +1,20 @@
 //! `daemoneye-agent`: every `--interval` seconds, lists the processes through procmond and
 //! has it hash up to `--hash-limit` distinct executables, logging a summary per cycle.
+//! With `--watch` it subscribes to procmond's process monitor instead of polling: it
+//! logs each process start and exit as procmond sees it (snapshots every
+//! `--watch-interval-ms`) and hashes each executable the first time a process running
+//! it starts.
 //!
 //! A failed cycle is logged as a warning and the agent carries on at the next interval;
-//! with `--once` it runs a single cycle and exits with status 1 if that cycle failed.
+//! with `--once` it runs a single cycle and exits with status 1 if that cycle failed. A
+//! watch that fails (procmond restarted, say) is opened again after `--interval`.
 //! SIGINT and SIGTERM stop it cleanly (status 0), even in the middle of a cycle. Logs go
 //! to stderr; `RUST_LOG` overrides the default level (`info`).
 
 use std::{future::Future, io::IsTerminal, process::ExitCode, time::Duration};
 
 use clap::Parser;
-use daemoneye_agent::{Agent, CycleError, CycleSummary};
+use daemoneye_agent::{Agent, CycleError, CycleSummary, WatchReport};
 use daemoneye_ipc::IpcConfig;
 use tokio::time::MissedTickBehavior;
 
@@ -36,8 +41,22 @@ struct Args {
     interval: u64,
 
     /// Run one cycle and exit: status 0 if it succeeded, 1 if it failed.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch")]
     once: bool,
+
+    /// Subscribe to procmond's process monitor instead of polling: log each process
+    /// start and exit, and hash each executable when a process first runs it.
+    #[arg(long)]
+    watch: bool,
+
+    /// With --watch: milliseconds between two snapshots of the process table.
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = daemoneye_collector::DEFAULT_WATCH_INTERVAL_MS,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    watch_interval_ms: u32,
 
     /// How many distinct executables to hash per cycle (0: none).
     #[arg(long, value_name = "N", default_value_t = 5)]
@@ -97,6 +116,12 @@ async fn run(args: Args) -> ExitCode {
         "agent started"
     );
 
+    if args.watch {
+        watch(&mut agent, args.watch_interval_ms, args.interval, shutdown).await;
+        tracing::info!("stopped by signal");
+        return ExitCode::SUCCESS;
+    }
+
     if args.once {
         return tokio::select! {
             outcome = agent.cycle() => match report(outcome) {
@@ -129,6 +154,58 @@ async fn run(args: Args) -> ExitCode {
     }
     tracing::info!("stopped by signal");
     ExitCode::SUCCESS
+}
+
+/// `--watch`: follows procmond's process monitor until `shutdown`, opening it again
+/// after `--interval` seconds whenever it fails.
+async fn watch(
+    agent: &mut Agent,
+    interval_ms: u32,
+    retry_secs: u64,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let watched = agent.watch(interval_ms, log_report);
+        tokio::select! {
+            outcome = watched => {
+                if let Err(error) = outcome {
+                    tracing::warn!(%error, retry_in_secs = retry_secs, "watch failed; will retry");
+                }
+            }
+            () = &mut shutdown => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(retry_secs)) => {}
+            () = &mut shutdown => return,
+        }
+    }
+}
+
+/// Logs one thing the watch saw.
+fn log_report(report: WatchReport) {
+    match report {
+        WatchReport::Subscribed => tracing::info!("watching processes"),
+        WatchReport::Event(event) => {
+            let process = &event.process;
+            tracing::info!(
+                event = event.kind.as_str(),
+                pid = process.pid,
+                ppid = process.ppid,
+                name = %process.name,
+                executable = process.executable_path.as_ref().map(|path| path.display().to_string()),
+                "process {}",
+                event.kind.as_str()
+            );
+        }
+        WatchReport::Hashed { pid, path, hash } => {
+            tracing::info!(pid, %path, %hash, "executable hashed");
+        }
+        WatchReport::HashFailed { pid, path, reason } => {
+            tracing::warn!(pid, %path, %reason, "executable could not be hashed");
+        }
+        other => tracing::debug!(?other, "watch report"),
+    }
 }
 
 /// Logs a cycle's outcome; `true` when it succeeded.
@@ -212,5 +289,13 @@ mod tests {
         assert_eq!(args.hash_limit, 5);
         assert!(!args.once);
         assert!(Args::try_parse_from(["daemoneye-agent", "--interval", "0"]).is_err());
+        assert!(!args.watch);
+        assert_eq!(args.watch_interval_ms, 1000);
+        assert!(Args::try_parse_from(["daemoneye-agent", "--watch", "--once"]).is_err());
+        let watch =
+            Args::try_parse_from(["daemoneye-agent", "--watch", "--watch-interval-ms", "100"])
+                .expect("parses");
+        assert!(watch.watch);
+        assert_eq!(watch.watch_interval_ms, 100);
     }
 }

@@ -17,10 +17,10 @@ use daemoneye_agent::{run_cycle, Agent, CycleError, HashRotation};
 use daemoneye_collector::{
     ProcessCollector, ProcessCollectorClient, ProcessCollectorServer, SystemCollector,
 };
-use daemoneye_ipc::{IpcConfig, Server, Status};
+use daemoneye_ipc::{IpcConfig, Server, ServerStream, Status};
 use daemoneye_proto::{
-    DetectionResult, DetectionTask, HashRequest, HashResult, ProcessFilter, ProcessList,
-    ProcessRecord,
+    DetectionResult, DetectionTask, HashRequest, HashResult, ProcessEvent, ProcessFilter,
+    ProcessList, ProcessRecord, VerifyRequest, VerifyResult, WatchRequest,
 };
 
 /// Six processes, four distinct executables: `/bin/a` (twice) and `/bin/b` hash,
@@ -40,22 +40,43 @@ fn record(pid: u32, path: Option<&str>) -> ProcessRecord {
 }
 
 impl ProcessCollector for Fake {
-    async fn enumerate_processes(&self, filter: ProcessFilter) -> Result<ProcessList, Status> {
+    async fn enumerate_processes(&self, _filter: ProcessFilter) -> Result<ProcessList, Status> {
+        Err(Status::unimplemented(
+            "the agent lists with stream_processes",
+        ))
+    }
+    /// The six processes, in two batches.
+    async fn stream_processes(
+        &self,
+        filter: ProcessFilter,
+        mut tx: ServerStream<ProcessList>,
+    ) -> Result<(), Status> {
         assert_eq!(
             filter,
             ProcessFilter::default(),
             "the agent lists everything"
         );
-        Ok(ProcessList {
-            processes: vec![
-                record(1, Some("/bin/b")),
-                record(2, Some("/bin/a")),
-                record(3, Some("/bin/refused")),
-                record(4, Some("/bin/a")),
-                record(5, None),
-                record(6, Some("/bin/gone")),
-            ],
-        })
+        let mut processes = vec![
+            record(1, Some("/bin/b")),
+            record(2, Some("/bin/a")),
+            record(3, Some("/bin/refused")),
+            record(4, Some("/bin/a")),
+            record(5, None),
+            record(6, Some("/bin/gone")),
+        ];
+        let second = processes.split_off(4);
+        tx.send(ProcessList { processes }).await?;
+        tx.send(ProcessList { processes: second }).await
+    }
+    async fn watch_processes(
+        &self,
+        _request: WatchRequest,
+        _tx: ServerStream<ProcessEvent>,
+    ) -> Result<(), Status> {
+        Err(Status::unimplemented("not used by these tests"))
+    }
+    async fn verify_executable(&self, _request: VerifyRequest) -> Result<VerifyResult, Status> {
+        Err(Status::unimplemented("not used by the agent"))
     }
     async fn check_hash(&self, request: HashRequest) -> Result<HashResult, Status> {
         self.requests.lock().expect("lock").push(request.clone());
@@ -295,4 +316,100 @@ async fn binary_keeps_running_until_sigterm() {
     assert!(status.success(), "{status:?}: {log}");
     assert!(log.contains("received SIGTERM"), "{log}");
     assert_eq!(log.matches("cycle complete").count(), 1, "{log}");
+}
+
+/// `--watch` against the real collector: a process this test starts is logged as
+/// started, its executable hashed, then logged as exited once killed. A child started
+/// before the agent's first snapshot would go unseen, so each attempt starts a new one
+/// until one is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_watch_logs_a_child_started_then_killed_and_hashes_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = endpoint_in(dir.path());
+    let _server = serve(&config, SystemCollector::new());
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_daemoneye-agent"))
+        .args([
+            "--endpoint",
+            &config.endpoint_path,
+            "--watch",
+            "--watch-interval-ms",
+            "100",
+        ])
+        .env_remove("DAEMONEYE_ENDPOINT")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn agent");
+    let agent_pid = libc::pid_t::try_from(agent.id()).expect("pid");
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = agent.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = String::new();
+    let mut wait_for = |what: &dyn Fn(&str) -> bool, within: Duration| -> bool {
+        let deadline = std::time::Instant::now() + within;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = what(&line);
+                    log.push_str(&line);
+                    log.push('\n');
+                    if found {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        false
+    };
+    assert!(
+        wait_for(
+            &|line| line.contains("watching processes"),
+            Duration::from_secs(20)
+        ),
+        "the agent never subscribed"
+    );
+
+    let mut seen = None;
+    for _attempt in 0..5 {
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id();
+        let started = format!("pid={pid} ");
+        if wait_for(
+            &|line| line.contains("process started") && line.contains(&started),
+            Duration::from_secs(5),
+        ) {
+            let hashed = wait_for(
+                &|line| line.contains("executable hashed") && line.contains(&started),
+                Duration::from_secs(10),
+            );
+            child.kill().expect("kill");
+            child.wait().expect("reap");
+            let exited = wait_for(
+                &|line| line.contains("process exited") && line.contains(&started),
+                Duration::from_secs(10),
+            );
+            seen = Some((hashed, exited));
+            break;
+        }
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+    }
+    // SAFETY: kill(2) on the agent we spawned and have not reaped.
+    assert_eq!(unsafe { libc::kill(agent_pid, libc::SIGTERM) }, 0);
+    let status = agent.wait().expect("wait");
+    drop(reader);
+    assert_eq!(seen, Some((true, true)), "{log}");
+    assert!(status.success(), "{status:?}: {log}");
 }

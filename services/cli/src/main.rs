@@ -2,13 +2,20 @@
 //!
 //! ```text
 //! daemoneye-cli [--endpoint PATH] [--timeout-ms MS] processes [--name N]... [--pid P]... [--exe-pattern GLOB] [--json]
+//! daemoneye-cli [--endpoint PATH] watch [--name N]... [--pid P]... [--exe-pattern GLOB] [--tree PID] [--interval-ms MS] [--existing] [--json]
+//! daemoneye-cli [--endpoint PATH] [--timeout-ms MS] verify PID [--algorithm sha256|sha512|blake3] [--json]
 //! daemoneye-cli [--endpoint PATH] [--timeout-ms MS] hash PATH [--algorithm sha256|sha512|blake3] [--expect HEX]
 //! daemoneye-cli describe
 //! ```
 //!
-//! Exit status: 0 on success; 1 when `hash --expect` finds a different hash; 2 for any
-//! error (no server, refused call, unreadable file, bad arguments). Errors are one line
-//! on stderr naming the endpoint; stdout carries only the requested output.
+//! `processes` streams the listing and prints rows as batches arrive (any number of
+//! processes); `watch` prints one line per process start or exit until interrupted.
+//!
+//! Exit status: 0 on success (and when `watch` is stopped by SIGINT or SIGTERM, or its
+//! tree is gone); 1 when `hash --expect` finds a different hash, or `verify` finds the
+//! executable replaced or deleted; 2 for any error (no server, refused call, lost
+//! connection, unreadable file, bad arguments). Errors are one line on stderr naming
+//! the endpoint; stdout carries only the requested output.
 //!
 //! The cli talks only to a collector it trusts: one served by its own user or root from
 //! a socket whose directories only they control (add users with `--server-uid`).
@@ -16,18 +23,29 @@
 //! request is sent, with a message naming the owner found.
 
 mod format;
+mod output;
 
 use std::{
     fmt,
+    future::Future,
     io::{self, Write},
     path::{Path, PathBuf},
     process::ExitCode,
+    time::Duration,
 };
 
 use clap::{Parser, Subcommand};
-use daemoneye_collector::{ProcessCollectorClient, DEFAULT_HASH_ALGORITHM, HASH_ALGORITHMS};
+use daemoneye_collector::{
+    ProcessCollectorClient, DEFAULT_HASH_ALGORITHM, DEFAULT_WATCH_INTERVAL_MS, HASH_ALGORITHMS,
+};
 use daemoneye_ipc::{IpcConfig, IpcError, PeerPolicy};
-use daemoneye_proto::{HashRequest, HashResult, ProcessFilter};
+use daemoneye_proto::{
+    ExecutableState, HashRequest, HashResult, ProcessFilter, VerifyRequest, VerifyResult,
+    WatchRequest,
+};
+use futures_util::StreamExt;
+
+use crate::output::Out;
 
 /// Query DaemonEye's process collector (procmond) over its local socket.
 #[derive(Debug, Parser)]
@@ -76,6 +94,55 @@ enum Command {
         #[arg(long, value_name = "GLOB")]
         exe_pattern: Option<String>,
         /// Print the records as a JSON array (and nothing else) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one line per process that starts or exits, until interrupted (SIGINT,
+    /// SIGTERM). Processes are seen by snapshots every --interval-ms: one that lives
+    /// shorter than that may be missed.
+    Watch {
+        /// Report processes with this name (repeatable: any of the names matches).
+        #[arg(long = "name", value_name = "NAME")]
+        names: Vec<String>,
+        /// Report processes with this pid (repeatable: any of the pids matches).
+        #[arg(long = "pid", value_name = "PID")]
+        pids: Vec<u32>,
+        /// Report processes whose executable path matches this glob.
+        #[arg(long, value_name = "GLOB")]
+        exe_pattern: Option<String>,
+        /// Watch only this process and its descendants; ends once all have exited.
+        #[arg(long, value_name = "PID")]
+        tree: Option<u32>,
+        /// Time between two snapshots of the process table (at least 100).
+        #[arg(
+            long,
+            value_name = "MS",
+            default_value_t = DEFAULT_WATCH_INTERVAL_MS,
+            value_parser = clap::value_parser!(u32).range(1..)
+        )]
+        interval_ms: u32,
+        /// First print the matching processes already running (event "existing").
+        #[arg(long)]
+        existing: bool,
+        /// Print JSON Lines: one object per event with "event" ("started", "exited",
+        /// "existing"), "observed_at" (Unix ms) and the process record's fields.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that the executable a process runs is still the file at its path: prints
+    /// unchanged, replaced or deleted (exit status 0, 1, 1; 2 when it cannot tell).
+    Verify {
+        /// The process.
+        pid: u32,
+        /// Hash algorithm for the running image and the file on disk.
+        #[arg(
+            long,
+            default_value = DEFAULT_HASH_ALGORITHM,
+            ignore_case = true,
+            value_parser = clap::builder::PossibleValuesParser::new(HASH_ALGORITHMS)
+        )]
+        algorithm: String,
+        /// Print the result as one JSON object (even when it cannot tell).
         #[arg(long)]
         json: bool,
     },
@@ -129,6 +196,8 @@ enum CliError {
     Runtime(io::Error),
     /// Records could not be encoded as JSON.
     Json(serde_json::Error),
+    /// `verify` could not tell (the collector's reason).
+    VerifyFailed { pid: u32, reason: String },
     /// stdout could not be written.
     Output(io::Error),
 }
@@ -202,6 +271,9 @@ impl fmt::Display for CliError {
             }
             CliError::Runtime(e) => write!(f, "cannot start the async runtime: {e}"),
             CliError::Json(e) => write!(f, "cannot encode the records as JSON: {e}"),
+            CliError::VerifyFailed { pid, reason } => {
+                write!(f, "cannot verify process {pid}: {}", clean(reason))
+            }
             CliError::Output(e) => write!(f, "cannot write the output: {e}"),
         }
     }
@@ -210,11 +282,14 @@ impl fmt::Display for CliError {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let outcome = run(cli).and_then(|text| emit(&text));
+    let mut out = Out::stdout();
+    let outcome = run(cli, &mut out).and_then(|code| out.flush().map(|()| code));
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
-            // Nothing better to do if stderr itself is gone.
+            // What was printed so far goes first; nothing better to do if stdout or
+            // stderr itself is gone.
+            let _ = out.flush();
             let _ = writeln!(io::stderr().lock(), "error: {error}");
             error.exit_code()
         }
@@ -231,23 +306,11 @@ fn init_tracing() {
         .try_init();
 }
 
-/// Writes `text` to stdout. A closed pipe (`daemoneye-cli processes | head`) is not an
-/// error: the reader has what it wanted.
-fn emit(text: &str) -> Result<(), CliError> {
-    let mut stdout = io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(CliError::Output(e)),
-        _ => Ok(()),
-    }
-}
-
-/// Runs the command and returns what to print on stdout.
-fn run(cli: Cli) -> Result<String, CliError> {
+/// Runs the command, printing to `out` as results arrive; the exit status on success.
+fn run(cli: Cli, out: &mut Out) -> Result<ExitCode, CliError> {
     if let Command::Describe = cli.command {
-        return Ok(format::describe(ProcessCollectorClient::DESCRIPTOR));
+        out.write(&format::describe(ProcessCollectorClient::DESCRIPTOR))?;
+        return Ok(ExitCode::SUCCESS);
     }
     let config = IpcConfig {
         call_timeout_ms: cli.timeout_ms,
@@ -262,6 +325,12 @@ fn run(cli: Cli) -> Result<String, CliError> {
         let ipc = |source| CliError::Ipc {
             endpoint: config.endpoint_path.clone(),
             source,
+        };
+        // For `watch`, which runs until interrupted: installed before connecting, so
+        // that no signal goes unhandled. Other commands keep the default (terminate).
+        let interrupted = match cli.command {
+            Command::Watch { .. } => Some(interrupted().map_err(CliError::Runtime)?),
+            _ => None,
         };
         let server_policy = cli
             .server_uids
@@ -289,16 +358,56 @@ fn run(cli: Cli) -> Result<String, CliError> {
                     pids,
                     executable_pattern: exe_pattern,
                 };
-                let mut list = client.enumerate_processes(filter).await.map_err(ipc)?;
-                list.processes.sort_by_key(|record| record.pid);
-                if json {
-                    let mut text =
-                        serde_json::to_string_pretty(&list.processes).map_err(CliError::Json)?;
-                    text.push('\n');
-                    Ok(text)
-                } else {
-                    Ok(format::process_table(&list.processes))
+                let idle = Duration::from_millis(cli.timeout_ms);
+                processes(&client, filter, json, idle, out)
+                    .await
+                    .map_err(|error| error.into_cli(&config.endpoint_path))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Watch {
+                names,
+                pids,
+                exe_pattern,
+                tree,
+                interval_ms,
+                existing,
+                json,
+            } => {
+                let request = WatchRequest {
+                    filter: Some(ProcessFilter {
+                        process_names: names,
+                        pids,
+                        executable_pattern: exe_pattern,
+                    }),
+                    tree_root: tree,
+                    interval_ms,
+                    include_existing: existing,
+                };
+                let interrupted = async {
+                    match interrupted {
+                        Some(signal) => signal.await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    watched = watch(&client, request, json, out) => {
+                        watched.map_err(|error| error.into_cli(&config.endpoint_path))?;
+                    }
+                    () = interrupted => {}
                 }
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Verify {
+                pid,
+                algorithm,
+                json,
+            } => {
+                let request = VerifyRequest {
+                    pid,
+                    algorithm: algorithm.to_ascii_lowercase(),
+                };
+                let result = client.verify_executable(request).await.map_err(ipc)?;
+                verify_outcome(&result, json, out)
             }
             Command::Hash {
                 path,
@@ -313,11 +422,159 @@ fn run(cli: Cli) -> Result<String, CliError> {
                     expected_hash: expect.clone(),
                 };
                 let result = client.check_hash(request).await.map_err(ipc)?;
-                hash_outcome(result, expect.as_deref(), &shown)
+                out.write(&hash_outcome(result, expect.as_deref(), &shown)?)?;
+                Ok(ExitCode::SUCCESS)
             }
-            Command::Describe => Ok(format::describe(ProcessCollectorClient::DESCRIPTOR)),
+            Command::Describe => unreachable!("answered without a connection"),
         }
     })
+}
+
+/// Why streaming failed: the collector or connection, or this side's output.
+enum StreamError {
+    Ipc(IpcError),
+    Cli(CliError),
+}
+
+impl StreamError {
+    fn into_cli(self, endpoint: &str) -> CliError {
+        match self {
+            StreamError::Ipc(source) => CliError::Ipc {
+                endpoint: endpoint.to_owned(),
+                source,
+            },
+            StreamError::Cli(error) => error,
+        }
+    }
+}
+
+impl From<CliError> for StreamError {
+    fn from(error: CliError) -> Self {
+        StreamError::Cli(error)
+    }
+}
+
+/// `processes`: streams the listing, printing each batch as it arrives. Each batch must
+/// come within `idle` of the previous one.
+async fn processes(
+    client: &ProcessCollectorClient,
+    filter: ProcessFilter,
+    json: bool,
+    idle: Duration,
+    out: &mut Out,
+) -> Result<(), StreamError> {
+    let mut batches = client
+        .stream_processes(filter)
+        .await
+        .map_err(StreamError::Ipc)?;
+    let mut table = format::TableWriter::new();
+    let mut array = format::JsonArrayWriter::new();
+    loop {
+        let next = tokio::time::timeout(idle, batches.next())
+            .await
+            .map_err(|_| {
+                StreamError::Ipc(IpcError::DeadlineExceeded {
+                    after_ms: u64::try_from(idle.as_millis()).unwrap_or(u64::MAX),
+                })
+            })?;
+        let Some(batch) = next else { break };
+        let batch = batch.map_err(StreamError::Ipc)?;
+        let text = if json {
+            array.batch(&batch.processes).map_err(CliError::Json)?
+        } else {
+            table.batch(&batch.processes)
+        };
+        out.write(&text)?;
+        out.flush()?;
+        if out.closed() {
+            // The reader is gone (`| head`): it has what it wanted.
+            return Ok(());
+        }
+    }
+    out.write(&if json { array.finish() } else { table.finish() })?;
+    Ok(())
+}
+
+/// `watch`: prints one line per event until the stream ends (the tree is gone) or
+/// fails; the caller stops it on a signal.
+async fn watch(
+    client: &ProcessCollectorClient,
+    request: WatchRequest,
+    json: bool,
+    out: &mut Out,
+) -> Result<(), StreamError> {
+    let mut events = client
+        .watch_processes(request)
+        .await
+        .map_err(StreamError::Ipc)?;
+    while let Some(event) = events.next().await {
+        let event = event.map_err(StreamError::Ipc)?;
+        let line = if json {
+            format::event_json_line(&event).map_err(CliError::Json)?
+        } else {
+            format::event_line(&event)
+        };
+        out.write(&line)?;
+        out.flush()?;
+        if out.closed() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Completes on the first SIGINT or SIGTERM (Ctrl-C elsewhere); the handlers are
+/// installed when this is called.
+fn interrupted() -> io::Result<impl Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
+    }
+}
+
+/// Prints `verify`'s result; exit status 0 when unchanged, 1 when replaced or deleted.
+///
+/// # Errors
+/// [`CliError::VerifyFailed`] when the collector could not tell (after printing the
+/// JSON object with `--json`).
+fn verify_outcome(result: &VerifyResult, json: bool, out: &mut Out) -> Result<ExitCode, CliError> {
+    if json {
+        out.write(&format::verify_json(result).map_err(CliError::Json)?)?;
+    }
+    let code = match result.state() {
+        ExecutableState::Unchanged => ExitCode::SUCCESS,
+        ExecutableState::Replaced | ExecutableState::Deleted => ExitCode::from(1),
+        ExecutableState::Error | ExecutableState::Unspecified => {
+            return Err(CliError::VerifyFailed {
+                pid: result.pid,
+                reason: result
+                    .error_message
+                    .clone()
+                    .filter(|message| !message.is_empty())
+                    .unwrap_or_else(|| "the collector gave no reason".to_owned()),
+            })
+        }
+    };
+    if !json {
+        out.write(&format::verify_line(result))?;
+    }
+    Ok(code)
 }
 
 /// What `hash` prints for the collector's `result` on the file shown to the user as

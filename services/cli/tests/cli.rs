@@ -9,10 +9,10 @@ use std::{
 };
 
 use daemoneye_collector::{ProcessCollector, ProcessCollectorServer, SystemCollector};
-use daemoneye_ipc::{IpcConfig, Server, Status};
+use daemoneye_ipc::{IpcConfig, Server, ServerStream, Status};
 use daemoneye_proto::{
-    DetectionResult, DetectionTask, HashRequest, HashResult, ProcessFilter, ProcessList,
-    ProcessRecord,
+    DetectionResult, DetectionTask, HashRequest, HashResult, ProcessEvent, ProcessFilter,
+    ProcessList, ProcessRecord, VerifyRequest, VerifyResult, WatchRequest,
 };
 
 /// sha256("hello\n"), as printed by `sha256sum`.
@@ -25,7 +25,7 @@ struct Fake {
 }
 
 fn fake_records() -> Vec<ProcessRecord> {
-    // Deliberately not in pid order: the cli sorts.
+    // Not in pid order: the fake's stream sorts, as the collector's does.
     vec![
         ProcessRecord {
             pid: 4242,
@@ -57,13 +57,35 @@ fn fake_records() -> Vec<ProcessRecord> {
 }
 
 impl ProcessCollector for Fake {
-    async fn enumerate_processes(&self, filter: ProcessFilter) -> Result<ProcessList, Status> {
+    async fn enumerate_processes(&self, _filter: ProcessFilter) -> Result<ProcessList, Status> {
+        Err(Status::unimplemented("the cli lists with stream_processes"))
+    }
+    /// The records the filter's pids select, in pid order, in one batch.
+    async fn stream_processes(
+        &self,
+        filter: ProcessFilter,
+        mut tx: ServerStream<ProcessList>,
+    ) -> Result<(), Status> {
         self.filters.lock().expect("lock").push(filter.clone());
-        let processes = fake_records()
+        let mut processes: Vec<ProcessRecord> = fake_records()
             .into_iter()
             .filter(|r| filter.pids.is_empty() || filter.pids.contains(&r.pid))
             .collect();
-        Ok(ProcessList { processes })
+        processes.sort_by_key(|r| r.pid);
+        if !processes.is_empty() {
+            tx.send(ProcessList { processes }).await?;
+        }
+        Ok(())
+    }
+    async fn watch_processes(
+        &self,
+        _request: WatchRequest,
+        _tx: ServerStream<ProcessEvent>,
+    ) -> Result<(), Status> {
+        Err(Status::unimplemented("the fake does not watch"))
+    }
+    async fn verify_executable(&self, _request: VerifyRequest) -> Result<VerifyResult, Status> {
+        Err(Status::unimplemented("the fake does not verify"))
     }
     async fn check_hash(&self, _request: HashRequest) -> Result<HashResult, Status> {
         Err(Status::unimplemented("the fake does not hash"))

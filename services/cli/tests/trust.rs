@@ -14,26 +14,47 @@ use std::{
 };
 
 use daemoneye_collector::{ProcessCollector, ProcessCollectorServer};
-use daemoneye_ipc::{IpcConfig, Server, Status};
+use daemoneye_ipc::{IpcConfig, Server, ServerStream, Status};
 use daemoneye_proto::{
-    DetectionResult, DetectionTask, HashRequest, HashResult, ProcessFilter, ProcessList,
-    ProcessRecord,
+    DetectionResult, DetectionTask, HashRequest, HashResult, ProcessEvent, ProcessFilter,
+    ProcessList, ProcessRecord, VerifyRequest, VerifyResult, WatchRequest,
 };
 
 /// A collector whose one process is made up.
 struct Fabricated;
 
+fn fabricated() -> ProcessList {
+    let fake = ProcessRecord {
+        pid: 31337,
+        name: "fabricated".into(),
+        accessible: true,
+        ..ProcessRecord::default()
+    };
+    ProcessList {
+        processes: vec![fake],
+    }
+}
+
 impl ProcessCollector for Fabricated {
     async fn enumerate_processes(&self, _filter: ProcessFilter) -> Result<ProcessList, Status> {
-        let fake = ProcessRecord {
-            pid: 31337,
-            name: "fabricated".into(),
-            accessible: true,
-            ..ProcessRecord::default()
-        };
-        Ok(ProcessList {
-            processes: vec![fake],
-        })
+        Ok(fabricated())
+    }
+    async fn stream_processes(
+        &self,
+        _filter: ProcessFilter,
+        mut tx: ServerStream<ProcessList>,
+    ) -> Result<(), Status> {
+        tx.send(fabricated()).await
+    }
+    async fn watch_processes(
+        &self,
+        _request: WatchRequest,
+        _tx: ServerStream<ProcessEvent>,
+    ) -> Result<(), Status> {
+        Err(Status::unimplemented("no watching"))
+    }
+    async fn verify_executable(&self, _request: VerifyRequest) -> Result<VerifyResult, Status> {
+        Err(Status::unimplemented("no verifying"))
     }
     async fn check_hash(&self, _request: HashRequest) -> Result<HashResult, Status> {
         Err(Status::unimplemented("no hashing"))

@@ -97,7 +97,7 @@ impl CpuSampler {
 
 /// What a snapshot reads for each process: no environment, cwd, root, disk I/O or
 /// threads (on Linux threads would otherwise be listed as processes of their own).
-fn refresh_kind() -> ProcessRefreshKind {
+pub(crate) fn refresh_kind() -> ProcessRefreshKind {
     ProcessRefreshKind::nothing()
         .with_memory()
         .with_exe(UpdateKind::Always)
@@ -146,7 +146,7 @@ pub(crate) fn collect(
 }
 
 /// The native record for one process.
-fn record(
+pub(crate) fn record(
     process: &Process,
     cpu_usage: Option<f64>,
     collection_time: SystemTime,

@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 
 use daemoneye_ipc::Status;
-use daemoneye_proto::{HashCheck, HashRequest, ProcessFilter};
+use daemoneye_proto::{HashCheck, HashRequest, ProcessFilter, VerifyRequest, WatchRequest};
 
 /// Longest `ProcessFilter.executable_pattern`, in bytes. Paths are at most 4096 bytes
 /// on Linux; a glob worth matching them against is much shorter.
@@ -163,6 +163,29 @@ pub(crate) fn check_hash_request(request: &HashRequest) -> Result<(), Status> {
         &request.algorithm,
         request.expected_hash.as_deref().unwrap_or_default(),
     )
+}
+
+/// Checks a watch request: its filter's fields, named `filter.<field>`.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` naming the first field over its bound.
+pub(crate) fn check_watch(request: &WatchRequest) -> Result<(), Status> {
+    match &request.filter {
+        Some(filter) => check_filter(filter)
+            .map_err(|status| Status::invalid_argument(format!("filter.{}", status.message()))),
+        None => Ok(()),
+    }
+}
+
+/// Checks a verify request: a pid (not 0) and an algorithm name within its bound.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` naming the field.
+pub(crate) fn check_verify(request: &VerifyRequest) -> Result<(), Status> {
+    if request.pid == 0 {
+        return Err(Status::invalid_argument("pid must be a process id, not 0"));
+    }
+    check_len("algorithm", &request.algorithm, MAX_ALGORITHM_BYTES, true)
 }
 
 /// Checks a seed-era task's `task_id` against its bound.
