@@ -217,3 +217,83 @@ async fn a_method_whose_types_changed_is_refused_by_name() {
     );
     serving.abort();
 }
+
+#[tokio::test]
+async fn reflection_lists_the_services_and_returns_the_compiled_in_contract() {
+    use daemoneye_ipc::{envelope::pb, reflection::ReflectionClient, Contract};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = endpoint(&dir);
+    let server = Server::bind(&config, UpperServer::new(UpperImpl))
+        .expect("bind")
+        .add_service(CountServer::new(CountImpl))
+        .expect("a second service");
+    let serving = tokio::spawn(server.serve());
+
+    let reflection = ReflectionClient::connect(&config)
+        .await
+        .expect("every endpoint serves reflection");
+    let info = reflection.server_info().await.expect("server info");
+    let names: Vec<&str> = info.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["test.Upper", "test.Count", "daemoneye.ipc.Reflection"]
+    );
+    assert_eq!(
+        info.protocol_version,
+        daemoneye_ipc::envelope::PROTOCOL_VERSION
+    );
+    assert_eq!(info.crate_version, env!("CARGO_PKG_VERSION"));
+    let limits = info.limits.expect("limits");
+    assert_eq!(limits.max_frame_bytes as usize, config.max_frame_bytes);
+    assert_eq!(limits.crc32_variant, "crc32c");
+    assert_eq!(
+        info.services[1].schema_hash,
+        CountClient::DESCRIPTOR.schema_hash
+    );
+
+    let described = reflection
+        .describe(pb::DescribeRequest {
+            service: "test.Count".into(),
+        })
+        .await
+        .expect("describe");
+    let contract = Contract::from_json(&described.contract_json).expect("contract JSON");
+    let compiled = CountClient::DESCRIPTOR
+        .contract()
+        .expect("compiled-in contract");
+    assert_eq!(
+        contract, compiled,
+        "reflection returns the compiled-in contract"
+    );
+    assert_eq!(contract.methods[0].doc, "How many characters.");
+
+    // The reflection service describes itself with full schemas from the .proto.
+    let own = reflection
+        .describe(pb::DescribeRequest {
+            service: "daemoneye.ipc.Reflection".into(),
+        })
+        .await
+        .expect("describe reflection");
+    let own = Contract::from_json(&own.contract_json).expect("JSON");
+    let info_schema = own
+        .message("daemoneye.ipc.v1.ServerInfo")
+        .expect("ServerInfo has a schema");
+    assert!(info_schema.known);
+    assert!(info_schema
+        .fields
+        .iter()
+        .any(|f| f.name == "crate_version" && f.doc.contains("crate")));
+
+    let missing = reflection
+        .describe(pb::DescribeRequest {
+            service: "test.Absent".into(),
+        })
+        .await
+        .expect_err("not served");
+    assert!(
+        matches!(&missing, IpcError::Status(s) if s.code() == Code::NotFound),
+        "{missing:?}"
+    );
+    serving.abort();
+}

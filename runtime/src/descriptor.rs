@@ -58,6 +58,40 @@ impl ServiceDescriptor {
         self.methods.iter().find(|m| m.bare)
     }
 
+    /// The service's full contract: its methods with protobuf message names, and every
+    /// message and enum they use, with fields and doc comments, from
+    /// [`file_descriptor_set`](Self::file_descriptor_set). Messages derived by hand (no
+    /// descriptor set) appear by name with `known: false` and no fields; to get their
+    /// full schema, generate them from a `.proto` file and pass its descriptor set with
+    /// `#[ipc_service(descriptors = ...)]`. The one structure that reflection, the
+    /// generated docs, `describe` and the snapshot checks all read.
+    ///
+    /// # Errors
+    /// [`SchemaError`](crate::schema::SchemaError) when the descriptor set does not
+    /// decode or a type name is ambiguous in it.
+    pub fn contract(&self) -> Result<crate::Contract, crate::schema::SchemaError> {
+        let methods = self
+            .methods
+            .iter()
+            .map(|method| crate::schema::MethodContract {
+                id: method.id,
+                name: method.name.to_owned(),
+                request: method.request.to_owned(),
+                response: method.response.to_owned(),
+                server_streaming: method.server_streaming,
+                idempotent: method.idempotent,
+                bare: method.bare,
+                doc: method.doc.to_owned(),
+            })
+            .collect();
+        let sets: &[&[u8]] = if self.file_descriptor_set.is_empty() {
+            &[]
+        } else {
+            std::slice::from_ref(&self.file_descriptor_set)
+        };
+        crate::Contract::build(self.name, self.doc, methods, sets)
+    }
+
     /// The method named `name`.
     pub fn method_by_name(&self, name: &str) -> Option<&'static MethodDescriptor> {
         self.methods.iter().find(|m| m.name == name)

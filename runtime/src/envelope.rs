@@ -7,6 +7,11 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/daemoneye.ipc.v1.rs"));
 }
 
+/// The encoded protobuf `FileDescriptorSet` of `proto/daemoneye_ipc.proto`, comments
+/// included: the wire envelope's and the built-in services' full schema.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/daemoneye_ipc.fds"));
+
 pub use pb::envelope::Body;
 pub use pb::Envelope;
 

@@ -16,9 +16,10 @@
 //!    method never breaks a running peer. Message *fields* are not compared: adding a
 //!    field is compatible by protobuf's rules, and the field-level rules (a number
 //!    reused with another type, a field removed without reserving its number...) are
-//!    the breaking-change check's job ([`crate::compat`]), run in tests before release. Refusals
-//! before the handshake (busy, peer not allowed) are the same `status` answer:
-//! `RESOURCE_EXHAUSTED` becomes [`IpcError::Busy`], `PERMISSION_DENIED`
+//!    the breaking-change check's job ([`crate::compat`]), run in tests before release.
+//!
+//! Refusals before the handshake (busy, peer not allowed) are the same `status`
+//! answer: `RESOURCE_EXHAUSTED` becomes [`IpcError::Busy`], `PERMISSION_DENIED`
 //! [`IpcError::PermissionDenied`], anything else [`IpcError::Handshake`].
 
 use bytes::Bytes;

@@ -53,6 +53,7 @@ pub mod handshake;
 mod log_budget;
 pub mod metrics;
 pub mod peer;
+pub mod reflection;
 pub mod resilience;
 pub mod schema;
 pub mod server;

@@ -9,7 +9,7 @@
 //! error; the next call opens a new connection (a call is never sent twice).
 //!
 //! Layout: this module is the handle (retries, deadlines, breaker, rate limit,
-//! reconnection); [`connection`] is one connection (its table of calls in flight,
+//! reconnection); `connection` is one connection (its table of calls in flight,
 //! reader and writer tasks).
 
 mod connection;
@@ -46,7 +46,7 @@ type Answer = Result<Bytes, IpcError>;
 ///
 /// Cloning is cheap and clones share the connection (and the circuit breaker and rate
 /// limit, when set). Every call ends exactly once: with its response, the server's
-/// [`Status`] (as [`IpcError::Status`]), or a transport error. When the connection is
+/// [`Status`](crate::Status) (as [`IpcError::Status`]), or a transport error. When the connection is
 /// lost, the next call opens a new one, with backoff, per its [`RetryPolicy`].
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -81,7 +81,7 @@ impl Client {
     /// policy, [`PeerPolicy::same_user`]: the process serving the endpoint must run as
     /// this user or root, and (on Unix) the socket's directory and the directories above
     /// it must be safe from other users (see [`with_server_policy`](Self::with_server_policy)
-    /// and [`transport`]).
+    /// and [`transport`](crate::transport)).
     ///
     /// # Errors
     /// `Config` for an invalid configuration; `ServerNotFound`, `ConnectionRefused`,

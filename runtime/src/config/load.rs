@@ -32,7 +32,7 @@ const ENV_SOURCE: &str = "environment variable";
 impl IpcConfig {
     /// The defaults, overridden by the file at `path` (when given), overridden by
     /// `DAEMONEYE_*` environment variables, then [validated](Self::validate). See the
-    /// [module docs](self) for the file layout and the variable names.
+    /// [module docs](crate::config) for the file layout and the variable names.
     ///
     /// The file's format follows its extension: `.toml`, or `.yaml` / `.yml` (any case).
     ///

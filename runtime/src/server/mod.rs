@@ -17,8 +17,8 @@
 //! A handler that panics is answered `INTERNAL`; the connection and the server go on.
 //!
 //! Layout: this module holds the handle (bind, accept loop, connection limit, refusals,
-//! shutdown); [`connection`] serves one connection (handshake answer, call table,
-//! reader, writer); [`bare`] serves seed-era peers.
+//! shutdown); `connection` serves one connection (handshake answer, call table,
+//! reader, writer); `bare` serves seed-era peers.
 
 mod bare;
 mod catalog;
@@ -43,6 +43,7 @@ use crate::{
     log_budget::{LogBudget, Verdict},
     metrics::ServerMetrics,
     peer::{self, PeerIdentity, PeerPolicy},
+    reflection::{self, ReflectionServer},
     transport::{self, StreamHalf},
     IpcConfig, IpcError, ServiceDescriptor, Status,
 };
@@ -239,6 +240,15 @@ impl<S: Service> Server<S> {
             policy,
             metrics,
         } = self;
+        // Every endpoint also answers the built-in reflection service.
+        let mut others = others;
+        let mut served: Vec<&'static ServiceDescriptor> = std::iter::once(service.descriptor())
+            .chain(others.iter().map(|other| other.descriptor()))
+            .collect();
+        served.push(ReflectionServer::<reflection::Served>::DESCRIPTOR);
+        others.push(Arc::new(ReflectionServer::new(reflection::Served::new(
+            served, &config,
+        ))));
         let catalog = Arc::new(Catalog {
             primary: service,
             others,
