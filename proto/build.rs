@@ -15,17 +15,13 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     let fds = protox::compile([&proto_file], [&include_dir])?;
 
-    // Encoded descriptor set, exposed as `daemoneye_proto::FILE_DESCRIPTOR_SET`.
-    // Source info (comments, spans) is stripped so the bytes only change when
-    // the schema itself changes.
-    let mut schema_only = fds.clone();
-    for file in &mut schema_only.file {
-        file.source_code_info = None;
-    }
+    // Encoded descriptor set, exposed as `daemoneye_proto::FILE_DESCRIPTOR_SET`, with
+    // source info kept: the `.proto` comments are the message and field docs that
+    // service contracts, reflection and the generated reference show.
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(
         out_dir.join("daemoneye_descriptor.bin"),
-        schema_only.encode_to_vec(),
+        fds.encode_to_vec(),
     )?;
 
     prost_build::Config::new()

@@ -57,7 +57,9 @@ fn rewrite_trait(service: &Service) -> TokenStream {
 fn schema_hash(service: &Service) -> u64 {
     let mut hasher = Sha256::new();
     hasher.update(format!("service={}\n", service.name));
-    for method in &service.methods {
+    let mut methods: Vec<&Method> = service.methods.iter().collect();
+    methods.sort_by_key(|method| method.id);
+    for method in methods {
         // A streaming method is marked, so that it never matches a unary one; unary
         // methods hash as they always did.
         let streaming = if method.stream.is_some() {

@@ -62,8 +62,9 @@ pub const PROTO_SOURCE: &str = include_str!("../proto/daemoneye.proto");
 
 /// Encoded `google.protobuf.FileDescriptorSet` for `daemoneye.proto`.
 ///
-/// Source info (comments and spans) is stripped, so these bytes change only when
-/// the schema itself changes; suitable for schema hashing and reflection.
+/// Source info is kept: the `.proto` comments become the message and field docs of
+/// the service contracts (`ServiceDescriptor::contract`), reflection and the generated
+/// reference in `docs/services/`.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/daemoneye_descriptor.bin"));
 
@@ -598,9 +599,9 @@ mod tests {
         assert_eq!(FILE_DESCRIPTOR_SET.first(), Some(&0x0A));
         let name = b"daemoneye.proto";
         assert!(FILE_DESCRIPTOR_SET.windows(name.len()).any(|w| w == name));
-        // Comments are stripped.
+        // Comments are kept, for docs and reflection.
         let comment = b"Unique correlation id";
-        assert!(!FILE_DESCRIPTOR_SET
+        assert!(FILE_DESCRIPTOR_SET
             .windows(comment.len())
             .any(|w| w == comment));
     }

@@ -329,11 +329,18 @@ impl Contract {
     /// Fingerprint of the contract's method shapes: the first 8 bytes (big-endian) of
     /// the SHA-256 of `service=<name>\n` followed by, for each method in id order,
     /// `method=<id>:<name>:<request>:<response>\n` (`:stream` before the newline for a
-    /// server-streaming method). Request and response are the names in the contract
-    /// (protobuf full names when known), so spelling a Rust path differently does not
-    /// change it. Field layouts, docs and the `idempotent`/`bare` flags are not part of
-    /// it: field-level compatibility is [`crate::compat`]'s job.
+    /// server-streaming method). Request and response are message names: the last
+    /// segment of the protobuf full name or Rust path, so spelling a path differently
+    /// does not change it. This is the same value as the compiled-in
+    /// [`ServiceDescriptor::schema_hash`](crate::ServiceDescriptor::schema_hash) that the
+    /// handshake compares. Packages, field layouts, docs and the `idempotent`/`bare`
+    /// flags are not part of it: those are [`crate::compat`]'s job (a request moved to
+    /// another package is `RPC_SAME_REQUEST_TYPE` there).
     pub fn hash(&self) -> u64 {
+        /// The message's own name: the last segment of a full name or a Rust path.
+        fn message_name(name: &str) -> &str {
+            name.rsplit(['.', ':']).next().unwrap_or(name)
+        }
         let mut methods: Vec<&MethodContract> = self.methods.iter().collect();
         methods.sort_by_key(|m| m.id);
         let mut text = format!("service={}\n", self.service);
@@ -342,7 +349,10 @@ impl Contract {
             let _ = writeln!(
                 text,
                 "method={}:{}:{}:{}{stream}",
-                m.id, m.name, m.request, m.response
+                m.id,
+                m.name,
+                message_name(&m.request),
+                message_name(&m.response)
             );
         }
         let digest = Sha256::digest(text.as_bytes());

@@ -67,7 +67,10 @@ use daemoneye_proto::{
 ///
 /// Method ids are pinned: 1 to 3 are the original methods, later ones are numbered
 /// after them whatever their place here, so that no id ever changes.
-#[ipc_service(name = "daemoneye.ProcessCollector")]
+#[ipc_service(
+    name = "daemoneye.ProcessCollector",
+    descriptors = daemoneye_proto::FILE_DESCRIPTOR_SET
+)]
 pub trait ProcessCollector {
     /// Lists the processes that match `filter`: any of its names, any of its pids, and
     /// the executable glob when set; an empty filter matches every process. The whole
