@@ -50,6 +50,7 @@ pub mod docs;
 pub mod envelope;
 pub mod error;
 pub mod handshake;
+pub mod health;
 mod log_budget;
 pub mod metrics;
 pub mod peer;

@@ -24,6 +24,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use tracing::Instrument;
 
 use self::{
     connection::{Connection, PendingCall},
@@ -250,6 +251,31 @@ impl Client {
     /// # Errors
     /// As for [`call`](Self::call), except `Decode`.
     pub async fn call_raw(&self, method_id: u32, payload: Bytes) -> Answer {
+        let service = self.shared.service;
+        let span = tracing::debug_span!(
+            "call",
+            service = service.name,
+            method = service.method(method_id).map_or("(unknown)", |m| m.name),
+            deadline_ms = millis(self.timeout),
+            outcome = tracing::field::Empty,
+        );
+        let answer = self
+            .call_with_retries(method_id, payload)
+            .instrument(span.clone())
+            .await;
+        if !span.is_disabled() {
+            match &answer {
+                Ok(_) => span.record("outcome", "OK"),
+                Err(IpcError::Status(status)) => {
+                    span.record("outcome", status.code().as_str_name())
+                }
+                Err(error) => span.record("outcome", tracing::field::display(error)),
+            };
+        }
+        answer
+    }
+
+    async fn call_with_retries(&self, method_id: u32, payload: Bytes) -> Answer {
         let max = self.shared.config.max_frame_bytes;
         if payload.len() + ENVELOPE_OVERHEAD > max {
             return Err(IpcError::TooLarge {

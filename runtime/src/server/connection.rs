@@ -23,6 +23,7 @@ use tokio_util::{
     codec::{FramedRead, FramedWrite},
     sync::CancellationToken,
 };
+use tracing::Instrument;
 
 use super::{
     bare::serve_bare,
@@ -37,7 +38,7 @@ use crate::{
     metrics::ServerMetrics,
     peer::{self, PeerIdentity},
     transport::StreamHalf,
-    IpcConfig, IpcError, Status,
+    Code, IpcConfig, IpcError, Status,
 };
 
 /// A call in flight on this connection.
@@ -160,6 +161,8 @@ async fn serve_envelopes<S: Service>(
     };
     let max_frame = config.max_frame_bytes;
     let handler_timeout = config.handler_timeout();
+    // This service's per-method counters, looked up once per connection.
+    let methods = shared.metrics.service(service.descriptor().name);
     // The highest correlation id read, reported in `GoAway`.
     let mut last_read = 0;
 
@@ -231,6 +234,11 @@ async fn serve_envelopes<S: Service>(
                 let (service, outbound, calls) = (service.clone(), outbound.clone(), calls.clone());
                 let (metrics, clock) = (shared.metrics.clone(), clock.clone());
                 let stall_limit = config.read_timeout();
+                let stats = methods.get(request.method_id).cloned();
+                let record = stats
+                    .as_ref()
+                    .map(|stats| stats.start(request.payload.len()));
+                let span = call_span(&service, &request, id, &identity);
                 let task = async move {
                     let running = metrics.call();
                     let call = async {
@@ -243,6 +251,7 @@ async fn serve_envelopes<S: Service>(
                                     max_frame,
                                     stall_limit,
                                     metrics.clone(),
+                                    stats,
                                 );
                                 run_stream(&service, request, sink, &metrics).await
                             }
@@ -253,11 +262,24 @@ async fn serve_envelopes<S: Service>(
                         }
                     };
                     let call = peer::with_caller(identity, call);
-                    match Abortable::new(call, registration).await {
+                    let outcome = Abortable::new(call, registration)
+                        .instrument(span.clone())
+                        .await;
+                    match outcome {
                         Ok(answer) => {
+                            let (code, bytes) = outcome_of(&answer);
+                            log_outcome(&span, code, &answer);
+                            if let Some(record) = record {
+                                record.finish(code, bytes);
+                            }
                             let _ = outbound.send(Envelope::new(id, answer)).await;
                         }
-                        Err(_aborted) => metrics.cancelled(),
+                        Err(_aborted) => {
+                            metrics.cancelled();
+                            span.record("code", Code::Cancelled.as_str_name());
+                            tracing::debug!(parent: &span, "call cancelled");
+                            drop(record); // counted as CANCELLED
+                        }
                     }
                     lock(&calls).remove(&id);
                     clock.touch();
@@ -315,6 +337,68 @@ async fn serve_envelopes<S: Service>(
     // The writer ends once every handler has sent its answer and dropped its sender.
     drop(outbound);
     let _ = writer_task.await;
+}
+
+/// The span of one call: service, method, correlation id, peer and deadline; its
+/// `code` and `duration_us` are recorded when the call ends. Debug level, so that a
+/// default `info` filter costs nothing per call; `RUST_LOG=daemoneye_ipc=debug` shows
+/// every call's life.
+fn call_span(
+    service: &impl Service,
+    request: &pb::Request,
+    id: u64,
+    peer: &PeerIdentity,
+) -> tracing::Span {
+    let descriptor = service.descriptor();
+    let method = descriptor
+        .method(request.method_id)
+        .map_or("(unknown)", |method| method.name);
+    tracing::debug_span!(
+        "call",
+        service = descriptor.name,
+        method,
+        correlation_id = id,
+        peer_pid = peer.pid,
+        peer_uid = peer.uid,
+        deadline_us = request.timeout_us,
+        code = tracing::field::Empty,
+    )
+}
+
+/// A call's status code and answer size, from its answer.
+fn outcome_of(answer: &Body) -> (Code, usize) {
+    match answer {
+        Body::Response(response) => (Code::Ok, response.payload.len()),
+        Body::Status(status) => (Code::try_from(status.code).unwrap_or(Code::Unknown), 0),
+        Body::StreamEnd(end) => (
+            end.status.as_ref().map_or(Code::Ok, |s| {
+                Code::try_from(s.code).unwrap_or(Code::Unknown)
+            }),
+            0,
+        ),
+        _ => (Code::Unknown, 0),
+    }
+}
+
+/// Records a call's code in its span and logs a failed call once, at a level that fits
+/// its cause: the runtime's or the handler's fault is a warning, the caller's own
+/// doing (a bad argument, a deadline it chose) is debug.
+fn log_outcome(span: &tracing::Span, code: Code, answer: &Body) {
+    span.record("code", code.as_str_name());
+    let message = match answer {
+        Body::Status(status) => status.message.as_str(),
+        Body::StreamEnd(pb::StreamEnd {
+            status: Some(status),
+        }) => status.message.as_str(),
+        _ => return,
+    };
+    match code {
+        Code::Ok => {}
+        Code::Internal | Code::Unknown | Code::DataLoss => {
+            tracing::warn!(parent: span, code = code.as_str_name(), message, "call failed")
+        }
+        _ => tracing::debug!(parent: span, code = code.as_str_name(), message, "call failed"),
+    }
 }
 
 /// The kind of an envelope body, for error messages (never its contents).

@@ -40,6 +40,7 @@ use tokio_util::{
 
 use crate::{
     envelope::{Body, Envelope},
+    health::{self, HealthReporter, HealthServer},
     log_budget::{LogBudget, Verdict},
     metrics::ServerMetrics,
     peer::{self, PeerIdentity, PeerPolicy},
@@ -134,6 +135,7 @@ pub struct Server<S> {
     service: Arc<S>,
     /// Services served beside the primary one, chosen by name in the hello.
     others: Vec<Arc<dyn DynService>>,
+    health: HealthReporter,
     config: Arc<IpcConfig>,
     policy: Arc<PeerPolicy>,
     metrics: Arc<ServerMetrics>,
@@ -161,6 +163,7 @@ impl<S: Service> Server<S> {
             listener,
             service: Arc::new(service),
             others: Vec::new(),
+            health: HealthReporter::default(),
             config: Arc::new(config.clone()),
             policy: Arc::new(PeerPolicy::default()),
             metrics: Arc::default(),
@@ -186,6 +189,12 @@ impl<S: Service> Server<S> {
         }
         self.others.push(Arc::new(service));
         Ok(self)
+    }
+
+    /// The handle that sets this server's health, as the built-in `daemoneye.ipc.Health`
+    /// service reports it (e.g. `NOT_SERVING` when a service cannot do its work).
+    pub fn health(&self) -> HealthReporter {
+        self.health.clone()
     }
 
     /// The names of the services this server serves, its first service first.
@@ -236,16 +245,25 @@ impl<S: Service> Server<S> {
             listener,
             service,
             others,
+            health,
             config,
             policy,
             metrics,
         } = self;
-        // Every endpoint also answers the built-in reflection service.
+        // Every endpoint also answers the built-in reflection and health services.
         let mut others = others;
         let mut served: Vec<&'static ServiceDescriptor> = std::iter::once(service.descriptor())
             .chain(others.iter().map(|other| other.descriptor()))
             .collect();
         served.push(ReflectionServer::<reflection::Served>::DESCRIPTOR);
+        served.push(HealthServer::<health::Served>::DESCRIPTOR);
+        metrics.register(&served);
+        let names: Vec<&'static str> = served.iter().map(|s| s.name).collect();
+        others.push(Arc::new(HealthServer::new(health::Served {
+            reporter: health.clone(),
+            services: names.clone(),
+            metrics: metrics.clone(),
+        })));
         others.push(Arc::new(ReflectionServer::new(reflection::Served::new(
             served, &config,
         ))));
@@ -340,6 +358,7 @@ impl<S: Service> Server<S> {
                 },
             }
         }
+        health.shut_down(&names);
         drop(listener); // removes the socket file
         stop.cancel();
         let drain = Duration::from_millis(config.drain_timeout_ms);

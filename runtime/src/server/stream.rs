@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::{
     envelope::{pb, Body, Envelope, ENVELOPE_OVERHEAD},
-    metrics::ServerMetrics,
+    metrics::{MethodStats, ServerMetrics},
     Status,
 };
 
@@ -34,6 +34,8 @@ pub struct ItemSink {
     max_frame: usize,
     stall_limit: Duration,
     metrics: Arc<ServerMetrics>,
+    /// The method's own counters, when it is one of the service's.
+    method: Option<Arc<MethodStats>>,
 }
 
 impl ItemSink {
@@ -44,6 +46,7 @@ impl ItemSink {
         max_frame: usize,
         stall_limit: Duration,
         metrics: Arc<ServerMetrics>,
+        method: Option<Arc<MethodStats>>,
     ) -> Self {
         Self {
             id,
@@ -52,6 +55,7 @@ impl ItemSink {
             max_frame,
             stall_limit,
             metrics,
+            method,
         }
     }
 
@@ -93,6 +97,9 @@ impl ItemSink {
             .await
             .map_err(|_| Status::cancelled("the connection is closed"))?;
         self.metrics.stream_item();
+        if let Some(method) = &self.method {
+            method.stream_item();
+        }
         Ok(())
     }
 }
