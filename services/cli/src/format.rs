@@ -9,9 +9,7 @@
 //! lines of an operator's terminal.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 
-use daemoneye_ipc::ServiceDescriptor;
 use daemoneye_proto::{
     ExecutableState, ProcessEvent, ProcessEventKind, ProcessRecord, VerifyResult,
 };
@@ -404,66 +402,9 @@ pub fn count_line(count: usize) -> String {
     }
 }
 
-/// The descriptor as text: service name, schema hash (16 hex digits), description, then
-/// each method as `<id>  <name>(<Request>) -> <Response>` (`<name>()` when it takes no
-/// request), followed by its flags in brackets when it has any (streaming, idempotent,
-/// answers bare seed frames), with its doc comment indented below.
-pub fn describe(descriptor: &ServiceDescriptor) -> String {
-    let mut out = String::new();
-    // Writing to a String cannot fail.
-    let _ = writeln!(out, "service:     {}", descriptor.name);
-    let _ = writeln!(out, "schema hash: {:016x}", descriptor.schema_hash);
-    if !descriptor.doc.is_empty() {
-        indented(&mut out, descriptor.doc, "  ");
-    }
-    let _ = writeln!(out, "\nmethods:");
-    for method in descriptor.methods {
-        let request = if method.request == "()" {
-            ""
-        } else {
-            method.request
-        };
-        let _ = write!(
-            out,
-            "  {}  {}({request}) -> {}",
-            method.id, method.name, method.response
-        );
-        let flags: Vec<&str> = [
-            (method.client_streaming, "client streaming"),
-            (method.server_streaming, "server streaming"),
-            (method.idempotent, "idempotent"),
-            (method.bare, "answers bare seed frames"),
-        ]
-        .into_iter()
-        .filter_map(|(set, flag)| set.then_some(flag))
-        .collect();
-        if !flags.is_empty() {
-            let _ = write!(out, "  [{}]", flags.join(", "));
-        }
-        out.push('\n');
-        if !method.doc.is_empty() {
-            indented(&mut out, method.doc, "       ");
-        }
-    }
-    out
-}
-
-fn indented(out: &mut String, text: &str, prefix: &str) {
-    for line in text.lines() {
-        let line = line.trim_end();
-        if line.is_empty() {
-            out.push('\n');
-        } else {
-            let _ = writeln!(out, "{prefix}{line}");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use daemoneye_collector::ProcessCollectorClient;
-    use daemoneye_ipc::MethodDescriptor;
 
     fn systemd() -> ProcessRecord {
         ProcessRecord {
@@ -693,57 +634,5 @@ PID  PPID  USER  MEMORY  CPU%  NAME  EXECUTABLE
         assert_eq!(count_line(0), "0 processes");
         assert_eq!(count_line(1), "1 process");
         assert_eq!(count_line(2), "2 processes");
-    }
-
-    #[test]
-    fn describe_lists_every_method() {
-        // Fields other than the ones set here come from a real descriptor, so this test
-        // keeps compiling when the descriptor grows (hence the allowance).
-        const BASE: MethodDescriptor = ProcessCollectorClient::DESCRIPTOR.methods[0];
-        #[allow(clippy::needless_update)]
-        static DESCRIPTOR: ServiceDescriptor = ServiceDescriptor {
-            name: "test.Svc",
-            doc: "A test service.",
-            methods: &[
-                MethodDescriptor {
-                    id: 1,
-                    name: "lookup",
-                    request: "Query",
-                    response: "Answer",
-                    doc: "Finds things.\nSecond line.",
-                    client_streaming: false,
-                    server_streaming: false,
-                    idempotent: false,
-                    bare: false,
-                    ..BASE
-                },
-                MethodDescriptor {
-                    id: 2,
-                    name: "ping",
-                    request: "()",
-                    response: "Pong",
-                    doc: "",
-                    client_streaming: false,
-                    server_streaming: true,
-                    idempotent: true,
-                    bare: false,
-                    ..BASE
-                },
-            ],
-            schema_hash: 0x00ab_cdef_0123_4567,
-            ..*ProcessCollectorClient::DESCRIPTOR
-        };
-        let expected = "\
-service:     test.Svc
-schema hash: 00abcdef01234567
-  A test service.
-
-methods:
-  1  lookup(Query) -> Answer
-       Finds things.
-       Second line.
-  2  ping() -> Pong  [server streaming, idempotent]
-";
-        assert_eq!(describe(&DESCRIPTOR), expected);
     }
 }

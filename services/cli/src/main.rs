@@ -5,7 +5,8 @@
 //! daemoneye-cli [--endpoint PATH] watch [--name N]... [--pid P]... [--exe-pattern GLOB] [--tree PID] [--interval-ms MS] [--existing] [--json]
 //! daemoneye-cli [--endpoint PATH] [--timeout-ms MS] verify PID [--algorithm sha256|sha512|blake3] [--json]
 //! daemoneye-cli [--endpoint PATH] [--timeout-ms MS] hash PATH [--algorithm sha256|sha512|blake3] [--expect HEX]
-//! daemoneye-cli describe
+//! daemoneye-cli [--endpoint PATH] describe [--messages] [--json] [--offline]
+//! daemoneye-cli [--endpoint PATH] docs [--out DIR] [--offline]
 //! ```
 //!
 //! `processes` streams the listing and prints rows as batches arrive (any number of
@@ -22,6 +23,7 @@
 //! Anything else, such as a socket another user planted first, is refused before a
 //! request is sent, with a message naming the owner found.
 
+mod describe;
 mod format;
 mod output;
 
@@ -163,8 +165,54 @@ enum Command {
         #[arg(long, value_name = "HEX", value_parser = parse_hex)]
         expect: Option<String>,
     },
-    /// Print the service's contract: name, schema hash, methods (no connection needed).
-    Describe,
+    /// Print what the endpoint serves, asked through its reflection service: services,
+    /// methods (id, name, request, response, streaming, idempotent, doc). Without a
+    /// server there (or with --offline), the contract built into this cli, saying so.
+    Describe {
+        /// Also print every message's fields and every enum's values.
+        #[arg(long)]
+        messages: bool,
+        /// Print one JSON document: {"source": ..., "services": [contract, ...]}.
+        #[arg(long)]
+        json: bool,
+        /// Do not ask a server: print the built-in contract.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Write a Markdown reference of each service (`<service>.md`) into --out, from the
+    /// running endpoint (or, without one or with --offline, the built-in contract).
+    Docs {
+        /// The directory to write to (created if missing).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+        /// Do not ask a server: document the built-in contract.
+        #[arg(long)]
+        offline: bool,
+    },
+}
+
+/// The contracts served at `config`'s endpoint, or the built-in one when `offline` or
+/// when no server is there (not when one is there but fails: that is an error).
+async fn contracts(
+    config: &IpcConfig,
+    server_policy: PeerPolicy,
+    offline: bool,
+) -> Result<describe::Described, CliError> {
+    if offline {
+        return describe::built_in(Some("--offline".to_owned())).map_err(CliError::Docs);
+    }
+    match describe::from_endpoint(config, server_policy).await {
+        Ok(described) => Ok(described),
+        Err(
+            error @ (IpcError::ServerNotFound { .. }
+            | IpcError::ConnectionRefused { .. }
+            | IpcError::ConnectionTimeout { .. }),
+        ) => describe::built_in(Some(error.to_string())).map_err(CliError::Docs),
+        Err(source) => Err(CliError::Ipc {
+            endpoint: config.endpoint_path.clone(),
+            source,
+        }),
+    }
 }
 
 /// Accepts a non-empty hex string (surrounding blanks ignored), lowercased.
@@ -196,6 +244,8 @@ enum CliError {
     Runtime(io::Error),
     /// Records could not be encoded as JSON.
     Json(serde_json::Error),
+    /// `describe`/`docs`: the built-in contract or a file could not be had.
+    Docs(String),
     /// `verify` could not tell (the collector's reason).
     VerifyFailed { pid: u32, reason: String },
     /// stdout could not be written.
@@ -251,6 +301,7 @@ impl fmt::Display for CliError {
                     other => write!(f, "talking to {endpoint}: {}", clean(&other.to_string())),
                 }
             }
+            CliError::Docs(reason) => write!(f, "{}", clean(reason)),
             CliError::HashMismatch {
                 path,
                 algorithm,
@@ -308,10 +359,6 @@ fn init_tracing() {
 
 /// Runs the command, printing to `out` as results arrive; the exit status on success.
 fn run(cli: Cli, out: &mut Out) -> Result<ExitCode, CliError> {
-    if let Command::Describe = cli.command {
-        out.write(&format::describe(ProcessCollectorClient::DESCRIPTOR))?;
-        return Ok(ExitCode::SUCCESS);
-    }
     let config = IpcConfig {
         call_timeout_ms: cli.timeout_ms,
         accept_timeout_ms: cli.timeout_ms,
@@ -338,6 +385,32 @@ fn run(cli: Cli, out: &mut Out) -> Result<ExitCode, CliError> {
             .fold(PeerPolicy::same_user(), |policy, uid| {
                 policy.allow_uid(*uid)
             });
+        // `describe` and `docs` ask the reflection service (or need no server at all).
+        match cli.command {
+            Command::Describe {
+                messages,
+                json,
+                offline,
+            } => {
+                let described = contracts(&config, server_policy, offline).await?;
+                let shown = if json {
+                    describe::json(&described) + "\n"
+                } else {
+                    describe::text(&described, messages)
+                };
+                out.write(&shown)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            Command::Docs { out: dir, offline } => {
+                let described = contracts(&config, server_policy, offline).await?;
+                let written = describe::write_docs(&described, &dir).map_err(CliError::Docs)?;
+                for path in written {
+                    out.write(&format!("{}\n", path.display()))?;
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            _ => {}
+        }
         let client = daemoneye_ipc::Client::connect_with_server_policy(
             &config,
             ProcessCollectorClient::DESCRIPTOR,
@@ -425,7 +498,9 @@ fn run(cli: Cli, out: &mut Out) -> Result<ExitCode, CliError> {
                 out.write(&hash_outcome(result, expect.as_deref(), &shown)?)?;
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Describe => unreachable!("answered without a connection"),
+            Command::Describe { .. } | Command::Docs { .. } => {
+                unreachable!("answered before connecting to the collector")
+            }
         }
     })
 }

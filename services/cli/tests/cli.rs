@@ -388,18 +388,85 @@ async fn describe_needs_no_server() {
     let stdout = text(&out.stdout);
     let descriptor = daemoneye_collector::ProcessCollectorClient::DESCRIPTOR;
     assert!(
-        stdout.starts_with("service:     daemoneye.ProcessCollector\n"),
-        "{stdout}"
+        stdout.starts_with("built-in contract of this cli (no server at"),
+        "says which contract it shows: {stdout}"
     );
     assert!(
-        stdout.contains(&format!("schema hash: {:016x}\n", descriptor.schema_hash)),
+        stdout.contains(&format!(
+            "service daemoneye.ProcessCollector  (schema hash {:016x})\n",
+            descriptor.schema_hash
+        )),
         "{stdout}"
     );
     for method in descriptor.methods {
-        let line = format!(
-            "  {}  {}({}) -> {}",
-            method.id, method.name, method.request, method.response
-        );
+        let line = format!("  {}(", method.name);
         assert!(stdout.contains(&line), "missing {line:?} in {stdout}");
     }
+}
+
+/// `describe` asks a running server through reflection: the same contract as the one
+/// compiled in, plus the built-in services; `docs` writes a file per service.
+#[tokio::test]
+async fn describe_and_docs_ask_a_running_server() {
+    use daemoneye_collector::{ProcessCollectorServer, SystemCollector};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config =
+        daemoneye_ipc::IpcConfig::with_endpoint(dir.path().join("live.sock").to_string_lossy());
+    let server =
+        daemoneye_ipc::Server::bind(&config, ProcessCollectorServer::new(SystemCollector::new()))
+            .expect("bind");
+    let serving = tokio::spawn(server.serve());
+    let endpoint = config.endpoint_path.clone();
+
+    let out = cli(&["--endpoint", &endpoint, "describe", "--json"], None).await;
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["source"]["kind"], "endpoint");
+    let services: Vec<&str> = json["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .filter_map(|s| s["service"].as_str())
+        .collect();
+    assert_eq!(
+        services,
+        [
+            "daemoneye.ProcessCollector",
+            "daemoneye.ipc.Reflection",
+            "daemoneye.ipc.Health"
+        ]
+    );
+    let live: daemoneye_ipc::Contract =
+        serde_json::from_value(json["services"][0].clone()).expect("a contract");
+    let compiled = daemoneye_collector::ProcessCollectorClient::DESCRIPTOR
+        .contract()
+        .expect("compiled-in contract");
+    assert_eq!(live, compiled, "reflection gives the compiled-in contract");
+
+    let out = cli(&["--endpoint", &endpoint, "describe", "--messages"], None).await;
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with(&format!("endpoint {endpoint}: protocol 1")),
+        "{stdout}"
+    );
+    assert!(stdout.contains(" 14  collection_time: int64"), "{stdout}");
+
+    let docs = dir.path().join("docs");
+    let out = cli(
+        &[
+            "--endpoint",
+            &endpoint,
+            "docs",
+            "--out",
+            &docs.to_string_lossy(),
+        ],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let reference = std::fs::read_to_string(docs.join("daemoneye.ProcessCollector.md"))
+        .expect("one file per service");
+    assert_eq!(reference, daemoneye_ipc::docs::render_markdown(&compiled));
+    assert!(docs.join("daemoneye.ipc.Health.md").exists());
+    serving.abort();
 }
