@@ -142,6 +142,132 @@ pub fn bind(config: &IpcConfig) -> Result<Listener, IpcError> {
     Ok(options.create_tokio()?)
 }
 
+/// Takes over a listening socket that a service manager created and passed down, as
+/// systemd does for socket activation (`LISTEN_FDS`, the socket at file descriptor 3),
+/// after checking it as strictly as [`bind`] makes its own: the descriptor must be a
+/// listening Unix stream socket bound to `config.endpoint_path` (the same file: a path
+/// through a symlink such as `/var/run` counts), the socket file must be owned by this
+/// process's user or root and not be writable, so not connectable, by group or others
+/// (systemd: `SocketMode=0600`), and the directories on its path must be safe from other users
+/// (see the [module documentation](self)). The server built on it applies its peer
+/// policy to every connection, as on a socket it bound itself.
+///
+/// The socket file belongs to whoever created it: dropping the listener closes the
+/// descriptor and leaves the file in place (systemd keeps listening on it and starts
+/// the service again on the next connection). Must be called within a tokio runtime.
+///
+/// # Errors
+/// `Config` (field `endpoint_path`) naming what is wrong: not a socket, not listening,
+/// not a Unix stream socket, bound elsewhere or to no path, an untrusted owner, a mode
+/// open to others, an unsafe directory; `Io` when the socket cannot be inspected.
+#[cfg(unix)]
+pub fn listener_from_fd(
+    config: &IpcConfig,
+    fd: std::os::fd::OwnedFd,
+) -> Result<Listener, IpcError> {
+    use std::os::{
+        fd::AsRawFd,
+        unix::fs::{FileTypeExt, MetadataExt},
+    };
+
+    config.validate()?;
+    let endpoint = config.endpoint_path.as_str();
+    let refuse = |reason: String| IpcError::Config {
+        field: "endpoint_path",
+        reason,
+    };
+    let raw = fd.as_raw_fd();
+    let int_option = |option: libc::c_int| -> io::Result<libc::c_int> {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `raw` stays open while this function runs (owned by `fd`, then by
+        // `listener`); value and len point to live locals of the sizes given.
+        let done = unsafe {
+            libc::getsockopt(
+                raw,
+                libc::SOL_SOCKET,
+                option,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if done == 0 {
+            Ok(value)
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    let kind = int_option(libc::SO_TYPE).map_err(|error| {
+        refuse(format!(
+            "the inherited file descriptor {raw} is not a socket ({error})"
+        ))
+    })?;
+    let listener = std::os::unix::net::UnixListener::from(fd);
+    let address = listener.local_addr().map_err(|error| {
+        refuse(format!(
+            "the inherited socket is not a Unix socket ({error})"
+        ))
+    })?;
+    if kind != libc::SOCK_STREAM {
+        return Err(refuse(
+            "the inherited socket is not a stream socket (systemd: ListenStream=)".to_owned(),
+        ));
+    }
+    if int_option(libc::SO_ACCEPTCONN)? == 0 {
+        return Err(refuse(
+            "the inherited socket is not listening (systemd: Accept=no passes a listening \
+             socket)"
+                .to_owned(),
+        ));
+    }
+    let Some(bound) = address.as_pathname() else {
+        return Err(refuse(
+            "the inherited socket is not bound to a path (abstract or unnamed)".to_owned(),
+        ));
+    };
+    let meta = std::fs::symlink_metadata(endpoint).map_err(|error| {
+        refuse(format!(
+            "the inherited socket is bound to {}, but {endpoint} cannot be inspected: {error}",
+            bound.display()
+        ))
+    })?;
+    let same_file = std::fs::metadata(bound)
+        .is_ok_and(|other| (other.dev(), other.ino()) == (meta.dev(), meta.ino()));
+    if !meta.file_type().is_socket() || !same_file {
+        return Err(refuse(format!(
+            "the inherited socket is bound to {}, not to {endpoint}: make the two agree",
+            bound.display()
+        )));
+    }
+    let own = crate::peer::own_uid();
+    if !PeerPolicy::same_user().admits_uid(meta.uid(), own) {
+        return Err(refuse(format!(
+            "the inherited socket {endpoint} is owned by uid {}, not by this user ({}) or \
+             root",
+            meta.uid(),
+            crate::peer::euid()
+        )));
+    }
+    // Connecting takes write permission on the socket file.
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(refuse(format!(
+            "the inherited socket {endpoint} has mode {mode:o}: group or others may \
+             connect (systemd: SocketMode=0600)"
+        )));
+    }
+    match check_socket_dirs(&socket_dir(endpoint), &PeerPolicy::same_user()) {
+        Ok(()) => {}
+        Err(DirError::Unsafe(reason)) => return Err(refuse(reason)),
+        Err(DirError::Io(_, error)) => return Err(error.into()),
+    }
+    listener.set_nonblocking(true)?;
+    let listener = interprocess::os::unix::uds_local_socket::tokio::Listener::try_from(
+        std::os::fd::OwnedFd::from(listener),
+    )?;
+    Ok(listener.into())
+}
+
 #[cfg(unix)]
 fn prepare_unix_path(endpoint: &str) -> Result<(), IpcError> {
     use std::os::unix::fs::{DirBuilderExt, FileTypeExt};

@@ -170,6 +170,32 @@ impl<S: Service> Server<S> {
         })
     }
 
+    /// Like [`bind`](Self::bind) on a listener made elsewhere: for socket activation,
+    /// with one that [`transport::listener_from_fd`] took over from systemd. `config`
+    /// is validated and used as with `bind` (its `endpoint_path` should name the
+    /// listener's socket: clients and logs use it); the peer policy applies as usual.
+    /// At shutdown the listener is closed; a socket file it did not create is left in
+    /// place.
+    ///
+    /// # Errors
+    /// `Config` for an invalid configuration.
+    pub fn from_listener(
+        config: &IpcConfig,
+        listener: Listener,
+        service: S,
+    ) -> Result<Self, IpcError> {
+        config.validate()?;
+        Ok(Self {
+            listener,
+            service: Arc::new(service),
+            others: Vec::new(),
+            health: HealthReporter::default(),
+            config: Arc::new(config.clone()),
+            policy: Arc::new(PeerPolicy::default()),
+            metrics: Arc::default(),
+        })
+    }
+
     /// This server also serving `service` on the same endpoint: a client's hello names
     /// the service it wants (for example `Server::bind(&config, FooServer::new(foo))?
     /// .add_service(BarServer::new(bar))?`). The first service is dispatched without
