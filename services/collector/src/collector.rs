@@ -20,6 +20,7 @@ use crate::{
     filter::Matcher,
     hash, limits,
     source::Source,
+    table::{TableState, TableWatch},
     task, verify,
     watch::{self, Tracker},
     ProcessCollector,
@@ -52,6 +53,7 @@ pub struct SystemCollector {
     hashing: BlockingPool,
     enumeration: BlockingPool,
     max_frame_bytes: usize,
+    table: TableWatch,
 }
 
 impl SystemCollector {
@@ -83,6 +85,7 @@ impl SystemCollector {
             hashing,
             enumeration,
             max_frame_bytes: IpcConfig::default().max_frame_bytes,
+            table: TableWatch::new(),
         }
     }
 
@@ -117,6 +120,31 @@ impl SystemCollector {
     pub fn enumeration_pool(&self) -> &BlockingPool {
         &self.enumeration
     }
+
+    /// Whether the process table can be read, as the last read of the whole table
+    /// found (an unfiltered listing, a watch snapshot, or
+    /// [`probe_process_table`](Self::probe_process_table)); the receiver sees each
+    /// change. Shared by clones. See [`TableState`].
+    pub fn process_table(&self) -> tokio::sync::watch::Receiver<TableState> {
+        self.table.subscribe()
+    }
+
+    /// Reads the whole process table now (pids only, on the enumeration pool), records
+    /// what it found (see [`process_table`](Self::process_table)) and returns it.
+    ///
+    /// # Errors
+    /// `RESOURCE_EXHAUSTED` when the enumeration pool is full (nothing is recorded);
+    /// `INTERNAL` if the job panicked.
+    pub async fn probe_process_table(&self) -> Result<TableState, Status> {
+        let source = self.source.clone();
+        let table = self.table.clone();
+        self.enumeration
+            .run("process table probe", move |_| {
+                table.record(source.count());
+                table.get()
+            })
+            .await
+    }
 }
 
 impl Default for SystemCollector {
@@ -143,12 +171,13 @@ impl SystemCollector {
         // thread, where its cost cannot hold up other calls.
         limits::check_filter(&filter)?;
         let source = self.source.clone();
+        let table = self.table.clone();
         let started = Instant::now();
         let processes = self
             .enumeration
             .run("process enumeration", move |cancelled| {
                 let matcher = Matcher::new(filter)?;
-                Ok::<_, Status>(source.list(&matcher, cancelled))
+                Ok::<_, Status>(source.list(&matcher, cancelled, &table))
             })
             .await??;
         tracing::debug!(
@@ -349,10 +378,12 @@ impl ProcessCollector for SystemCollector {
             ticks.tick().await;
             let source = self.source.clone();
             let tracker = tracker.clone();
+            let table = self.table.clone();
             let job = self
                 .enumeration
                 .run("process watch", move |_| {
                     let snapshot = source.snapshot();
+                    table.record(snapshot.live.len());
                     tracker
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)

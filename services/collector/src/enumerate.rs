@@ -21,7 +21,7 @@ use sysinfo::{
     Pid, Process, ProcessRefreshKind, ProcessesToUpdate, RefreshKind, System, UpdateKind,
 };
 
-use crate::filter::Matcher;
+use crate::{filter::Matcher, table::TableWatch};
 
 /// Identifies one process over time: a pid together with its start time (pids are reused).
 type ProcessKey = (Pid, u64);
@@ -106,15 +106,28 @@ pub(crate) fn refresh_kind() -> ProcessRefreshKind {
         .without_tasks()
 }
 
+/// Reads the whole process table (pids only) and returns how many processes it lists.
+pub(crate) fn count() -> usize {
+    let mut system = System::new_with_specifics(RefreshKind::nothing());
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::All,
+        true,
+        ProcessRefreshKind::nothing().without_tasks(),
+    );
+    system.processes().len()
+}
+
 /// Collects the processes that `matcher` accepts, sorted by pid.
 ///
 /// `cpu` supplies CPU usage; it is sampled after the snapshot so that its window ends
 /// at collection time, and locked only for that. When `cancelled` is set by the time
-/// the snapshot is read, nobody wants the answer: returns an empty list at once.
+/// the snapshot is read, nobody wants the answer: returns an empty list at once. A read
+/// of the whole table (no pid in the filter) is recorded in `table`.
 pub(crate) fn collect(
     matcher: &Matcher,
     cpu: &Mutex<CpuSampler>,
     cancelled: &CancelFlag,
+    table: &TableWatch,
 ) -> Vec<ProcessRecord> {
     let mut system = System::new_with_specifics(RefreshKind::nothing());
     let wanted: Vec<Pid> = matcher.pids().iter().copied().map(Pid::from_u32).collect();
@@ -124,6 +137,9 @@ pub(crate) fn collect(
         ProcessesToUpdate::Some(&wanted)
     };
     system.refresh_processes_specifics(scope, true, refresh_kind());
+    if wanted.is_empty() {
+        table.record(system.processes().len());
+    }
     if cancelled.is_cancelled() {
         return Vec::new();
     }

@@ -31,6 +31,7 @@ mod filter;
 mod hash;
 mod limits;
 mod source;
+mod table;
 mod task;
 #[cfg(test)]
 mod tests;
@@ -44,6 +45,7 @@ pub use limits::{
     MAX_ALGORITHM_BYTES, MAX_EXPECTED_HASH_BYTES, MAX_PATH_BYTES, MAX_PATTERN_BYTES,
     MAX_PATTERN_WILDCARDS, MAX_PIDS, MAX_PROCESS_NAMES, MAX_PROCESS_NAME_BYTES, MAX_TASK_ID_BYTES,
 };
+pub use table::{TableState, TABLE_RETRY};
 pub use watch::{DEFAULT_WATCH_INTERVAL_MS, MIN_WATCH_INTERVAL_MS};
 
 use daemoneye_ipc::{ipc_service, ServerStream, Status};

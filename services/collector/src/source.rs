@@ -18,6 +18,7 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, Refresh
 use crate::{
     enumerate::{self, CpuSampler},
     filter::Matcher,
+    table::TableWatch,
 };
 
 /// A synthetic process table: called once per enumeration or watch snapshot.
@@ -43,17 +44,33 @@ impl std::fmt::Debug for Source {
 
 impl Source {
     /// The processes `matcher` accepts, sorted by pid; empty when `cancelled` is set.
-    pub(crate) fn list(&self, matcher: &Matcher, cancelled: &CancelFlag) -> Vec<ProcessRecord> {
+    /// What a read of the whole table finds is recorded in `state`.
+    pub(crate) fn list(
+        &self,
+        matcher: &Matcher,
+        cancelled: &CancelFlag,
+        state: &TableWatch,
+    ) -> Vec<ProcessRecord> {
         match self {
-            Source::System(cpu) => enumerate::collect(matcher, cpu, cancelled),
+            Source::System(cpu) => enumerate::collect(matcher, cpu, cancelled, state),
             Source::Synthetic(table) => {
-                let mut records: Vec<ProcessRecord> = table()
+                let all = table();
+                state.record(all.len());
+                let mut records: Vec<ProcessRecord> = all
                     .into_iter()
                     .filter(|record| matches(matcher, record))
                     .collect();
                 records.sort_by_key(|record| record.pid);
                 records
             }
+        }
+    }
+
+    /// How many processes the whole table lists now (a cheap read: pids only).
+    pub(crate) fn count(&self) -> usize {
+        match self {
+            Source::System(_) => enumerate::count(),
+            Source::Synthetic(table) => table().len(),
         }
     }
 
