@@ -10,9 +10,17 @@
 //! then are stopped, and blocking jobs (hashes, process enumerations) still running
 //! then, such as a read from a filesystem that never answers, are abandoned with a
 //! warning rather than waited for.
+//!
+//! Operating it: the built-in health service reports `NOT_SERVING` while the process
+//! table cannot be read (probed at start, then seen by every full listing);
+//! `--metrics-textfile` writes the Prometheus metrics for node_exporter; under systemd
+//! it serves a socket passed by socket activation and reports readiness
+//! (`packaging/systemd/`).
 
 mod cli;
 mod shutdown;
+mod systemd;
+mod textfile;
 
 use std::{
     io::IsTerminal,
@@ -22,11 +30,11 @@ use std::{
 };
 
 use clap::Parser;
-use daemoneye_collector::{ProcessCollectorServer, SystemCollector};
+use daemoneye_collector::{ProcessCollectorServer, SystemCollector, TABLE_RETRY};
 use daemoneye_ipc::{BlockingPool, IpcConfig, Server};
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, LogFormat};
 
 /// How long the runtime's shutdown waits for its threads once serving has ended. Any
 /// blocking job still running by then has outlived the drain timeout and was reported
@@ -35,11 +43,12 @@ const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_millis(100);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::new(&cli.log_level))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .init();
+    init_logging(&cli);
+    // Before any thread exists: this clears LISTEN_FDS and LISTEN_PID.
+    let inherited = match systemd::take_listener() {
+        Ok(inherited) => inherited,
+        Err(message) => return fail(message),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("procmond")
@@ -48,13 +57,31 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => return fail(format!("cannot start the async runtime: {error}")),
     };
-    let outcome = runtime.block_on(run(cli));
+    let outcome = runtime.block_on(run(cli, inherited));
     // Dropping the runtime would wait for every blocking thread, including one stuck
     // for good in a read: bound the wait instead.
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => fail(message),
+    }
+}
+
+/// Logs to stderr, as text (colours only on a terminal, without NO_COLOR) or JSON lines.
+fn init_logging(cli: &Cli) {
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(&cli.log_level))
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
     }
 }
 
@@ -69,12 +96,14 @@ fn fail(message: String) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Binds the endpoint and serves until a shutdown signal.
+/// Binds the endpoint (or takes over the socket systemd passed) and serves until a
+/// shutdown signal.
 ///
 /// # Errors
-/// A readable message when the signal handlers cannot be installed or the endpoint
-/// cannot be bound.
-async fn run(cli: Cli) -> Result<(), String> {
+/// A readable message when the signal handlers cannot be installed, the endpoint
+/// cannot be bound or the passed socket fails its checks, or the metrics textfile
+/// cannot be written.
+async fn run(cli: Cli, inherited: systemd::Inherited) -> Result<(), String> {
     // Defaults < --config file < DAEMONEYE_* variables < flags.
     let defaults = IpcConfig::with_endpoint(daemoneye_collector::default_endpoint());
     let mut config =
@@ -97,28 +126,78 @@ async fn run(cli: Cli) -> Result<(), String> {
         collector.hashing_pool().clone(),
         collector.enumeration_pool().clone(),
     ];
-    let server = Server::bind(&config, ProcessCollectorServer::new(collector))
-        .map_err(|error| format!("cannot serve on {}: {error}", config.endpoint_path))?;
+    let service = ProcessCollectorServer::new(collector.clone());
+    let activated = inherited.is_some();
+    let server = match inherited {
+        #[cfg(unix)]
+        Some(fd) => daemoneye_ipc::transport::listener_from_fd(&config, fd)
+            .and_then(|listener| Server::from_listener(&config, listener, service))
+            .map_err(|error| {
+                format!(
+                    "cannot serve the socket passed by systemd as {}: {error}",
+                    config.endpoint_path
+                )
+            })?,
+        #[cfg(not(unix))]
+        Some(never) => match never {},
+        None => Server::bind(&config, service)
+            .map_err(|error| format!("cannot serve on {}: {error}", config.endpoint_path))?,
+    };
+    // The health check says NOT_SERVING while the process table cannot be read; the
+    // first probe finishes before readiness is announced.
+    let health = server.health();
+    if let Err(status) = collector.probe_process_table().await {
+        tracing::warn!(%status, "cannot probe the process table at start");
+    }
+    let monitor = tokio::spawn(collector.report_health(health, TABLE_RETRY));
+    let metrics = server.metrics();
+    let textfile = match &cli.metrics_textfile {
+        Some(path) => {
+            // A path that cannot be written is an operator's mistake: say so at once.
+            textfile::write_now(&metrics, path)
+                .await
+                .map_err(|error| format!("--metrics-textfile: {error}"))?;
+            let every = Duration::from_secs(cli.metrics_interval_secs);
+            Some(tokio::spawn(textfile::write_every(
+                metrics.clone(),
+                path.clone(),
+                every,
+            )))
+        }
+        None => None,
+    };
     tracing::info!(
         endpoint = %config.endpoint_path,
         pid = std::process::id(),
         max_connections = config.max_connections,
         max_blocking = config.max_blocking,
+        crc32_variant = config.crc32_variant.as_str(),
+        socket_activated = activated,
         version = env!("CARGO_PKG_VERSION"),
         "procmond serving"
     );
+    systemd::notify_ready(&config.endpoint_path);
     let signalled = Arc::new(OnceLock::new());
     let signalled_at = Arc::clone(&signalled);
     let served = server
         .serve_with_shutdown(async move {
             let name = signal.await;
             let _ = signalled_at.set(Instant::now());
+            systemd::notify_stopping();
             tracing::info!(signal = name, "shutting down");
         })
         .await;
+    monitor.abort();
     let drain_end = signalled.get().copied().unwrap_or_else(Instant::now)
         + Duration::from_millis(config.drain_timeout_ms);
     wait_for_blocking_work(&pools, drain_end).await;
+    if let (Some(writer), Some(path)) = (textfile, &cli.metrics_textfile) {
+        writer.abort();
+        // The last figures, so that the file does not stop short of the shutdown.
+        if let Err(error) = textfile::write_now(&metrics, path).await {
+            tracing::warn!(%error, "cannot write the final metrics textfile");
+        }
+    }
     match served {
         Ok(()) => {
             tracing::info!(endpoint = %config.endpoint_path, "procmond stopped");
