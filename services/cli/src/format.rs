@@ -104,12 +104,8 @@ fn row(record: &ProcessRecord) -> [String; 7] {
     ]
 }
 
-/// The process table: a header line, one line per record in the order given, then a
-/// count line (`"2 processes"`, `"1 process"`). Columns are PID, PPID, USER (the
-/// collector's user id), MEMORY (resident, [`human_bytes`]), CPU% (one decimal), NAME,
-/// EXECUTABLE; absent values show as [`MISSING`]. Columns are separated by two spaces,
-/// numbers right-aligned, text left-aligned; lines carry no trailing spaces. Every line
-/// ends with `\n`. (What [`TableWriter`] prints for a listing in one batch.)
+/// The whole table for `records` at once (what [`TableWriter`] prints for a listing
+/// that arrives in one batch).
 #[cfg(test)]
 pub fn process_table(records: &[ProcessRecord]) -> String {
     let mut table = TableWriter::new();
@@ -118,10 +114,16 @@ pub fn process_table(records: &[ProcessRecord]) -> String {
     out
 }
 
-/// The [`process_table`] printed batch by batch, as a stream delivers records: column
-/// widths are those of the header and the first batch, and a later cell that is wider
-/// widens its column from then on (earlier lines are already printed). A listing
-/// that arrives in one batch is exactly [`process_table`].
+/// The process table, printed batch by batch as a stream delivers records: a header
+/// line, one line per record in the order given, then a count line (`"2 processes"`,
+/// `"1 process"`). Columns are PID, PPID, USER (the collector's user id), MEMORY
+/// (resident, [`human_bytes`]), CPU% (one decimal), NAME, EXECUTABLE; absent values
+/// show as [`MISSING`]. Columns are separated by two spaces, numbers right-aligned,
+/// text left-aligned; lines carry no trailing spaces. Every line ends with `\n`.
+///
+/// Column widths are those of the header and the first batch; a later cell that is
+/// wider widens its column from then on (earlier lines are already printed), so a
+/// listing that arrives in one batch is perfectly aligned.
 #[derive(Debug)]
 pub struct TableWriter {
     widths: Option<[usize; 7]>,
