@@ -59,6 +59,8 @@ pub mod resilience;
 pub mod schema;
 pub mod server;
 pub mod status;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod transport;
 
 pub use blocking::{BlockingJob, BlockingPool, CancelFlag};

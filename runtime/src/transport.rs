@@ -414,19 +414,58 @@ fn check_dirs(
     Ok(())
 }
 
-/// One half of a connection: a shared handle on the stream that reads or writes.
+/// One half of a connection: the end that reads, or the end that writes.
 ///
-/// `&Stream` implements both `AsyncRead` and `AsyncWrite`, so the reader and the writer
-/// tasks each hold an `Arc` of the same stream; neither locks.
-#[derive(Debug, Clone)]
-pub struct StreamHalf(pub(crate) Arc<Stream>);
+/// For a local socket, `&Stream` implements both `AsyncRead` and `AsyncWrite`, so the
+/// reader and the writer tasks each hold an `Arc` of the same stream; neither locks.
+/// The in-memory connections of the `testing` module use boxed halves instead.
+pub struct StreamHalf(Half);
+
+enum Half {
+    Socket(Arc<Stream>),
+    Reader(Pin<Box<dyn AsyncRead + Send + Sync>>),
+    Writer(Pin<Box<dyn AsyncWrite + Send + Sync>>),
+}
+
+impl std::fmt::Debug for StreamHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.0 {
+            Half::Socket(_) => "socket",
+            Half::Reader(_) => "reader",
+            Half::Writer(_) => "writer",
+        };
+        f.debug_tuple("StreamHalf").field(&kind).finish()
+    }
+}
 
 impl StreamHalf {
     /// Both halves of `stream`: one to read, one to write.
     pub fn pair(stream: Stream) -> (StreamHalf, StreamHalf) {
         let shared = Arc::new(stream);
-        (StreamHalf(shared.clone()), StreamHalf(shared))
+        (
+            StreamHalf(Half::Socket(shared.clone())),
+            StreamHalf(Half::Socket(shared)),
+        )
     }
+
+    /// The halves of a connection made of any reader and writer (an in-memory pipe, a
+    /// fault-injecting wrapper).
+    pub fn from_io(
+        reader: impl AsyncRead + Send + Sync + 'static,
+        writer: impl AsyncWrite + Send + Sync + 'static,
+    ) -> (StreamHalf, StreamHalf) {
+        (
+            StreamHalf(Half::Reader(Box::pin(reader))),
+            StreamHalf(Half::Writer(Box::pin(writer))),
+        )
+    }
+}
+
+fn wrong_half() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "this half of the connection only writes or only reads",
+    )
 }
 
 impl AsyncRead for StreamHalf {
@@ -435,7 +474,11 @@ impl AsyncRead for StreamHalf {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut &*self.0).poll_read(cx, buf)
+        match &mut self.get_mut().0 {
+            Half::Socket(stream) => Pin::new(&mut &**stream).poll_read(cx, buf),
+            Half::Reader(reader) => reader.as_mut().poll_read(cx, buf),
+            Half::Writer(_) => Poll::Ready(Err(wrong_half())),
+        }
     }
 }
 
@@ -445,7 +488,11 @@ impl AsyncWrite for StreamHalf {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut &*self.0).poll_write(cx, buf)
+        match &mut self.get_mut().0 {
+            Half::Socket(stream) => Pin::new(&mut &**stream).poll_write(cx, buf),
+            Half::Writer(writer) => writer.as_mut().poll_write(cx, buf),
+            Half::Reader(_) => Poll::Ready(Err(wrong_half())),
+        }
     }
 
     fn poll_write_vectored(
@@ -453,19 +500,35 @@ impl AsyncWrite for StreamHalf {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut &*self.0).poll_write_vectored(cx, bufs)
+        match &mut self.get_mut().0 {
+            Half::Socket(stream) => Pin::new(&mut &**stream).poll_write_vectored(cx, bufs),
+            Half::Writer(writer) => writer.as_mut().poll_write_vectored(cx, bufs),
+            Half::Reader(_) => Poll::Ready(Err(wrong_half())),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        match &self.0 {
+            Half::Socket(stream) => stream.is_write_vectored(),
+            Half::Writer(writer) => writer.is_write_vectored(),
+            Half::Reader(_) => false,
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut &*self.0).poll_flush(cx)
+        match &mut self.get_mut().0 {
+            Half::Socket(stream) => Pin::new(&mut &**stream).poll_flush(cx),
+            Half::Writer(writer) => writer.as_mut().poll_flush(cx),
+            Half::Reader(_) => Poll::Ready(Ok(())),
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut &*self.0).poll_shutdown(cx)
+        match &mut self.get_mut().0 {
+            Half::Socket(stream) => Pin::new(&mut &**stream).poll_shutdown(cx),
+            Half::Writer(writer) => writer.as_mut().poll_shutdown(cx),
+            Half::Reader(_) => Poll::Ready(Ok(())),
+        }
     }
 }
 

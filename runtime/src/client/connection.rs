@@ -23,8 +23,8 @@ use crate::{
     config::millis,
     envelope::{pb, Body, Envelope},
     handshake,
-    transport::{self, StreamHalf},
-    IpcConfig, IpcError, PeerPolicy, ServiceDescriptor, Status,
+    transport::StreamHalf,
+    IpcConfig, IpcError, ServiceDescriptor, Status,
 };
 
 /// What the reader (or a failing connection) hands a waiting call.
@@ -133,14 +133,12 @@ impl Connection {
     /// Connects (checking who serves, per `server_policy`, before anything is sent)
     /// and performs the handshake.
     pub(super) async fn open(
+        (read_half, write_half): (StreamHalf, StreamHalf),
         config: &IpcConfig,
         service: &'static ServiceDescriptor,
-        server_policy: &PeerPolicy,
     ) -> Result<Arc<Self>, IpcError> {
         let endpoint = config.endpoint_path.as_str();
         let timeout = config.accept_timeout();
-        let stream = transport::connect_trusted(endpoint, timeout, server_policy).await?;
-        let (read_half, write_half) = StreamHalf::pair(stream);
         let codec = config.frame_codec();
         let mut reader = FramedRead::new(read_half, codec);
         let mut writer = FramedWrite::new(write_half, codec);

@@ -23,6 +23,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::{future::Future, pin::Pin};
+
 use bytes::Bytes;
 use tracing::Instrument;
 
@@ -37,6 +39,7 @@ use crate::{
         is_failure, is_retryable, BreakerConfig, BreakerState, CircuitBreaker, RateLimit,
         RetryPolicy,
     },
+    transport::{self, StreamHalf},
     IpcConfig, IpcError, PeerPolicy, ServiceDescriptor,
 };
 
@@ -67,10 +70,54 @@ struct Shared {
     service: &'static ServiceDescriptor,
     /// Who may serve the endpoint (and own the directories on its path).
     server_policy: PeerPolicy,
+    /// How connections are made.
+    dialer: Dialer,
     /// The live connection, if any; read on every call, so a plain mutex held briefly.
     current: Mutex<Option<Arc<Connection>>>,
     /// Serialises reconnection so that concurrent callers open one connection, not many.
     reconnect: tokio::sync::Mutex<()>,
+}
+
+/// Makes a connection's two halves (the `testing` module's in-memory pipes).
+pub(crate) type DialFn = Arc<
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<(StreamHalf, StreamHalf), IpcError>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// How a client reaches its server.
+#[derive(Clone)]
+enum Dialer {
+    /// The endpoint's local socket, checked against the server policy.
+    Socket,
+    /// Anything else that yields a connection's halves.
+    Custom(DialFn),
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Dialer::Socket => "Socket",
+            Dialer::Custom(_) => "Custom",
+        })
+    }
+}
+
+impl Shared {
+    /// A new connection, handshake done.
+    async fn open(&self) -> Result<Arc<Connection>, IpcError> {
+        let halves = match &self.dialer {
+            Dialer::Socket => {
+                let endpoint = self.config.endpoint_path.as_str();
+                let timeout = self.config.accept_timeout();
+                let stream =
+                    transport::connect_trusted(endpoint, timeout, &self.server_policy).await?;
+                StreamHalf::pair(stream)
+            }
+            Dialer::Custom(dial) => dial().await?,
+        };
+        Connection::open(halves, &self.config, self.service).await
+    }
 }
 
 impl Client {
@@ -109,9 +156,7 @@ impl Client {
         server_policy: PeerPolicy,
     ) -> Result<Self, IpcError> {
         let client = Self::lazy(config, service)?.with_server_policy(server_policy);
-        let shared = &client.shared;
-        let connection =
-            Connection::open(&shared.config, shared.service, &shared.server_policy).await?;
+        let connection = client.shared.open().await?;
         *client.slot() = Some(connection);
         Ok(client)
     }
@@ -133,10 +178,31 @@ impl Client {
                 config: config.clone(),
                 service,
                 server_policy: PeerPolicy::same_user(),
+                dialer: Dialer::Socket,
                 current: Mutex::new(None),
                 reconnect: tokio::sync::Mutex::new(()),
             }),
         })
+    }
+
+    /// A lazy client whose connections come from `dial` rather than the endpoint's
+    /// socket (the `testing` module's in-memory pipes).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub(crate) fn with_dialer(
+        config: &IpcConfig,
+        service: &'static ServiceDescriptor,
+        dial: DialFn,
+    ) -> Result<Self, IpcError> {
+        let mut client = Self::lazy(config, service)?;
+        client.shared = Arc::new(Shared {
+            config: config.clone(),
+            service,
+            server_policy: PeerPolicy::any(),
+            dialer: Dialer::Custom(dial),
+            current: Mutex::new(None),
+            reconnect: tokio::sync::Mutex::new(()),
+        });
+        Ok(client)
     }
 
     /// This handle trusting the servers that `server_policy` admits, in place of the
@@ -156,6 +222,7 @@ impl Client {
             config: self.shared.config.clone(),
             service: self.shared.service,
             server_policy,
+            dialer: self.shared.dialer.clone(),
             current: Mutex::new(None),
             reconnect: tokio::sync::Mutex::new(()),
         });
@@ -494,9 +561,7 @@ impl Client {
         if let Some(connection) = self.live() {
             return Ok(connection);
         }
-        let shared = &self.shared;
-        let connection =
-            Connection::open(&shared.config, shared.service, &shared.server_policy).await?;
+        let connection = self.shared.open().await?;
         *self.slot() = Some(connection.clone());
         Ok(connection)
     }

@@ -9,7 +9,12 @@ use bytes::Bytes;
 use futures_util::future::Either;
 
 use super::{ItemSink, Service};
-use crate::{ServiceDescriptor, Status};
+use crate::{
+    health::{self, HealthReporter, HealthServer},
+    metrics::ServerMetrics,
+    reflection::{self, ReflectionServer},
+    IpcConfig, ServiceDescriptor, Status,
+};
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -49,6 +54,34 @@ pub(crate) struct Catalog<S> {
 }
 
 impl<S: Service> Catalog<S> {
+    /// `primary` and `others`, plus the built-in reflection and health services every
+    /// endpoint answers; registers every service's method counters in `metrics`.
+    /// Also returns the names of all the services served.
+    pub(crate) fn with_builtins(
+        primary: Arc<S>,
+        mut others: Vec<Arc<dyn DynService>>,
+        health: &HealthReporter,
+        config: &IpcConfig,
+        metrics: &Arc<ServerMetrics>,
+    ) -> (Arc<Self>, Vec<&'static str>) {
+        let mut served: Vec<&'static ServiceDescriptor> = std::iter::once(primary.descriptor())
+            .chain(others.iter().map(|other| other.descriptor()))
+            .collect();
+        served.push(ReflectionServer::<reflection::Served>::DESCRIPTOR);
+        served.push(HealthServer::<health::Served>::DESCRIPTOR);
+        metrics.register(&served);
+        let names: Vec<&'static str> = served.iter().map(|s| s.name).collect();
+        others.push(Arc::new(HealthServer::new(health::Served {
+            reporter: health.clone(),
+            services: names.clone(),
+            metrics: metrics.clone(),
+        })));
+        others.push(Arc::new(ReflectionServer::new(reflection::Served::new(
+            served, config,
+        ))));
+        (Arc::new(Catalog { primary, others }), names)
+    }
+
     /// Every service's descriptor, the primary first.
     pub(crate) fn descriptors(&self) -> Vec<&'static ServiceDescriptor> {
         std::iter::once(self.primary.descriptor())

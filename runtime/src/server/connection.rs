@@ -17,7 +17,6 @@ use futures_util::{
     future::{AbortHandle, Abortable},
     FutureExt, SinkExt, StreamExt,
 };
-use interprocess::local_socket::tokio::Stream;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::{
     codec::{FramedRead, FramedWrite},
@@ -68,14 +67,14 @@ enum Opening<S> {
 pub(super) type Reader = FramedRead<StreamHalf, FrameCodec>;
 pub(super) type Writer = FramedWrite<StreamHalf, FrameCodec>;
 
-pub(super) async fn serve_connection<S: Service>(
+/// Serves one connection, given as its two halves, from the hello to the close.
+pub(crate) async fn serve_connection<S: Service>(
     shared: Shared<S>,
-    stream: Stream,
+    (read_half, write_half): (StreamHalf, StreamHalf),
     identity: PeerIdentity,
     stop: CancellationToken,
 ) {
     let (catalog, config) = (&shared.catalog, &shared.config);
-    let (read_half, write_half) = StreamHalf::pair(stream);
     let mut reader = FramedRead::new(read_half, config.frame_codec());
     let mut writer = FramedWrite::new(write_half, config.frame_codec());
     match open(catalog, &mut reader, &mut writer, config, &shared.metrics).await {

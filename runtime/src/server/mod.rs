@@ -40,19 +40,17 @@ use tokio_util::{
 
 use crate::{
     envelope::{Body, Envelope},
-    health::{self, HealthReporter, HealthServer},
+    health::HealthReporter,
     log_budget::{LogBudget, Verdict},
     metrics::ServerMetrics,
     peer::{self, PeerIdentity, PeerPolicy},
-    reflection::{self, ReflectionServer},
     transport::{self, StreamHalf},
     IpcConfig, IpcError, ServiceDescriptor, Status,
 };
 
-use self::{
-    catalog::{Catalog, DynService},
-    connection::serve_connection,
-};
+pub(crate) use self::catalog::Catalog;
+use self::catalog::DynService;
+pub(crate) use self::connection::serve_connection;
 
 /// Refused peers logged per [`REFUSAL_LOG_WINDOW`]; the rest are counted, and the
 /// count is logged (`suppressed`) with the first refusal of the next window.
@@ -276,27 +274,7 @@ impl<S: Service> Server<S> {
             policy,
             metrics,
         } = self;
-        // Every endpoint also answers the built-in reflection and health services.
-        let mut others = others;
-        let mut served: Vec<&'static ServiceDescriptor> = std::iter::once(service.descriptor())
-            .chain(others.iter().map(|other| other.descriptor()))
-            .collect();
-        served.push(ReflectionServer::<reflection::Served>::DESCRIPTOR);
-        served.push(HealthServer::<health::Served>::DESCRIPTOR);
-        metrics.register(&served);
-        let names: Vec<&'static str> = served.iter().map(|s| s.name).collect();
-        others.push(Arc::new(HealthServer::new(health::Served {
-            reporter: health.clone(),
-            services: names.clone(),
-            metrics: metrics.clone(),
-        })));
-        others.push(Arc::new(ReflectionServer::new(reflection::Served::new(
-            served, &config,
-        ))));
-        let catalog = Arc::new(Catalog {
-            primary: service,
-            others,
-        });
+        let (catalog, names) = Catalog::with_builtins(service, others, &health, &config, &metrics);
         let server_uid = peer::own_uid();
         let connections = Arc::new(Semaphore::new(config.max_connections));
         // Refusals are answered by short tasks; bound them too.
@@ -365,7 +343,7 @@ impl<S: Service> Server<S> {
                             config,
                             metrics: metrics.clone(),
                         };
-                        serve_connection(shared, stream, identity, stop).await;
+                        serve_connection(shared, StreamHalf::pair(stream), identity, stop).await;
                         drop(permit);
                     });
                 }
@@ -430,8 +408,8 @@ fn refuse_now(stream: Stream, status: &Status, config: &IpcConfig) {
 }
 
 /// What every connection of one server shares.
-struct Shared<S> {
-    catalog: Arc<Catalog<S>>,
-    config: Arc<IpcConfig>,
-    metrics: Arc<ServerMetrics>,
+pub(crate) struct Shared<S> {
+    pub(crate) catalog: Arc<Catalog<S>>,
+    pub(crate) config: Arc<IpcConfig>,
+    pub(crate) metrics: Arc<ServerMetrics>,
 }
