@@ -18,8 +18,8 @@ fn generated_envelope_code_matches_the_proto() {
         .out_dir(out.path())
         .compile_fds(fds.clone())
         .expect("prost-build generates the code");
-    let fresh_code = std::fs::read_to_string(out.path().join("daemoneye.ipc.v1.rs"))
-        .expect("generated code");
+    let fresh_code =
+        std::fs::read_to_string(out.path().join("daemoneye.ipc.v1.rs")).expect("generated code");
     let fresh_fds = prost::Message::encode_to_vec(&fds);
 
     let generated = root.join("src/generated");
