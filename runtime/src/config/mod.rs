@@ -272,17 +272,20 @@ pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The seed's endpoint when privileged, else a per-user one.
-///
-/// - Unix, effective uid 0: `/var/run/daemoneye/procmond.sock` (seed: IPC, Default Paths).
-/// - Unix, other users: `$XDG_RUNTIME_DIR/daemoneye/procmond.sock`, or
-///   `/tmp/daemoneye-<uid>/procmond.sock` when that variable is unset.
-/// - Windows: `\\.\pipe\daemoneye\procmond`.
+/// The endpoint of [`IpcConfig::default`]: `default_endpoint_for("daemoneye")`. A
+/// program serving a service of its own sets its endpoint (DaemonEye's procmond:
+/// `daemoneye_collector::default_endpoint()`, which is `default_endpoint_for("procmond")`).
 pub fn default_endpoint() -> String {
-    default_endpoint_for("procmond")
+    default_endpoint_for("daemoneye")
 }
 
-/// Like [`default_endpoint`] for a service whose socket is named `name`.
+/// The endpoint of a service whose socket is named `name`: a system one when
+/// privileged, else a per-user one (seed: IPC, Default Paths).
+///
+/// - Unix, effective uid 0: `/var/run/daemoneye/{name}.sock`.
+/// - Unix, other users: `$XDG_RUNTIME_DIR/daemoneye/{name}.sock`, or
+///   `/tmp/daemoneye-<uid>/{name}.sock` when that variable is unset.
+/// - Windows: `\\.\pipe\daemoneye\{name}`.
 pub fn default_endpoint_for(name: &str) -> String {
     #[cfg(unix)]
     {
