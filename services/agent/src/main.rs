@@ -5,31 +5,38 @@
 //! `--watch-interval-ms`) and hashes each executable the first time a process running
 //! it starts.
 //!
-//! A failed cycle is logged as a warning and the agent carries on at the next interval;
+//! Settings: `--config FILE` (or `DAEMONEYE_CONFIG`) and the `DAEMONEYE_*` variables,
+//! read as procmond reads them, then these flags: one file configures both ends.
+//!
+//! A failed cycle is logged as one warning saying why, and the agent carries on at the
+//! next interval;
 //! with `--once` it runs a single cycle and exits with status 1 if that cycle failed. A
 //! watch that fails (procmond restarted, say) is opened again after `--interval`.
 //! SIGINT and SIGTERM stop it cleanly (status 0), even in the middle of a cycle. Logs go
 //! to stderr; `RUST_LOG` overrides the default level (`info`).
 
-use std::{future::Future, io::IsTerminal, process::ExitCode, time::Duration};
+use std::{future::Future, io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use daemoneye_agent::{Agent, CycleError, CycleSummary, WatchReport};
-use daemoneye_ipc::IpcConfig;
+use daemoneye_ipc::{IpcConfig, IpcError};
 use tokio::time::MissedTickBehavior;
 
 /// Periodically enumerate processes and verify executables through procmond.
 #[derive(Debug, Parser)]
 #[command(name = "daemoneye-agent", version, about)]
 struct Args {
-    /// Collector endpoint: Unix socket path or Windows pipe name.
-    #[arg(
-        long,
-        env = "DAEMONEYE_ENDPOINT",
-        value_name = "PATH",
-        default_value_t = daemoneye_collector::default_endpoint()
-    )]
-    endpoint: String,
+    /// IPC settings file (.toml, .yaml or .yml) read before DAEMONEYE_* variables and
+    /// these flags, which override it: the same file procmond reads (`procmond --help`
+    /// lists its keys), so that both ends agree.
+    #[arg(long, value_name = "FILE", env = "DAEMONEYE_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Collector endpoint: Unix socket path or Windows pipe name [env:
+    /// DAEMONEYE_ENDPOINT] [default: /var/run/daemoneye/procmond.sock as root, else
+    /// $XDG_RUNTIME_DIR/daemoneye/procmond.sock or /tmp/daemoneye-UID/procmond.sock]
+    #[arg(long, value_name = "PATH")]
+    endpoint: Option<String>,
 
     /// Seconds between the starts of two cycles.
     #[arg(
@@ -62,14 +69,14 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 5)]
     hash_limit: usize,
 
-    /// Time allowed to connect, and for each call, in milliseconds.
+    /// Time allowed to connect, and for each call, in milliseconds [default:
+    /// accept_timeout_ms (5000) and call_timeout_ms (30000) from the configuration]
     #[arg(
         long,
         value_name = "MS",
-        default_value_t = 30_000,
         value_parser = clap::value_parser!(u64).range(1..)
     )]
-    timeout_ms: u64,
+    timeout_ms: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -98,11 +105,31 @@ fn init_tracing() {
         .try_init();
 }
 
+/// Defaults < the --config file < DAEMONEYE_* variables < flags.
+///
+/// # Errors
+/// The configuration's error, readable.
+fn config(args: &Args) -> Result<IpcConfig, IpcError> {
+    let defaults = IpcConfig::with_endpoint(daemoneye_collector::default_endpoint());
+    let mut config = IpcConfig::load_over(defaults, args.config.as_deref())?;
+    if let Some(endpoint) = &args.endpoint {
+        config.endpoint_path = endpoint.clone();
+    }
+    if let Some(ms) = args.timeout_ms {
+        config.accept_timeout_ms = ms;
+        config.call_timeout_ms = ms;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
 async fn run(args: Args) -> ExitCode {
-    let config = IpcConfig {
-        call_timeout_ms: args.timeout_ms,
-        accept_timeout_ms: args.timeout_ms,
-        ..IpcConfig::with_endpoint(args.endpoint)
+    let config = match config(&args) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!("{error}");
+            return ExitCode::from(2);
+        }
     };
     let mut agent = Agent::new(config, args.hash_limit);
     // Handlers are installed here, before the first cycle, so no signal is missed.
@@ -124,7 +151,7 @@ async fn run(args: Args) -> ExitCode {
 
     if args.once {
         return tokio::select! {
-            outcome = agent.cycle() => match report(outcome) {
+            outcome = agent.cycle() => match report(outcome, None) {
                 true => ExitCode::SUCCESS,
                 false => ExitCode::from(1),
             },
@@ -145,9 +172,7 @@ async fn run(args: Args) -> ExitCode {
         }
         tokio::select! {
             outcome = agent.cycle() => {
-                if !report(outcome) {
-                    tracing::warn!(retry_in_secs = args.interval, "cycle failed; will retry");
-                }
+                report(outcome, Some(args.interval));
             }
             () = &mut shutdown => break,
         }
@@ -170,7 +195,10 @@ async fn watch(
         tokio::select! {
             outcome = watched => {
                 if let Err(error) = outcome {
-                    tracing::warn!(%error, retry_in_secs = retry_secs, "watch failed; will retry");
+                    tracing::warn!(
+                        retry_in_secs = retry_secs,
+                        "watch failed: {error}; next try in {retry_secs} s"
+                    );
                 }
             }
             () = &mut shutdown => return,
@@ -208,8 +236,9 @@ fn log_report(report: WatchReport) {
     }
 }
 
-/// Logs a cycle's outcome; `true` when it succeeded.
-fn report(outcome: Result<CycleSummary, CycleError>) -> bool {
+/// Logs a cycle's outcome, one line either way (a failure says why, once, and when the
+/// next try is: `retry_secs`); `true` when it succeeded.
+fn report(outcome: Result<CycleSummary, CycleError>, retry_secs: Option<u64>) -> bool {
     match outcome {
         Ok(summary) => {
             tracing::info!(
@@ -223,7 +252,13 @@ fn report(outcome: Result<CycleSummary, CycleError>) -> bool {
             true
         }
         Err(error) => {
-            tracing::warn!(%error, "cycle failed");
+            match retry_secs {
+                Some(secs) => tracing::warn!(
+                    retry_in_secs = secs,
+                    "cycle failed: {error}; next try in {secs} s"
+                ),
+                None => tracing::warn!("cycle failed: {error}"),
+            }
             false
         }
     }
@@ -285,6 +320,8 @@ mod tests {
     fn defaults() {
         let args =
             Args::try_parse_from(["daemoneye-agent", "--endpoint", "/tmp/a.sock"]).expect("parses");
+        assert_eq!(args.endpoint.as_deref(), Some("/tmp/a.sock"));
+        assert_eq!(args.timeout_ms, None);
         assert_eq!(args.interval, 30);
         assert_eq!(args.hash_limit, 5);
         assert!(!args.once);

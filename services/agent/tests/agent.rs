@@ -230,6 +230,7 @@ async fn agent_binary(args: Vec<String>, wait_for: Option<&'static str>) -> (Exi
             let mut child = Command::new(env!("CARGO_BIN_EXE_daemoneye-agent"))
                 .args(&args)
                 .env_remove("DAEMONEYE_ENDPOINT")
+                .env_remove("DAEMONEYE_CONFIG")
                 .env("RUST_LOG", "info")
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -301,6 +302,74 @@ async fn binary_once_reports_the_cycle_and_its_failure() {
     ] {
         assert!(summary.contains(field), "{field} missing from {summary}");
     }
+}
+
+/// A failed cycle is one warning that says why once, and when the next try is.
+#[tokio::test]
+async fn binary_says_once_why_a_cycle_failed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = endpoint_in(dir.path());
+    let endpoint = config.endpoint_path.clone();
+    let args = ["--endpoint", &endpoint, "--interval", "3600"]
+        .map(str::to_owned)
+        .to_vec();
+    let (status, log) = agent_binary(args, Some("cycle failed")).await;
+    assert!(status.success(), "{status:?}: {log}");
+    let failed: Vec<&str> = log.lines().filter(|line| line.contains("fail")).collect();
+    assert_eq!(failed.len(), 1, "{log}");
+    let line = failed[0];
+    assert!(line.contains("WARN"), "{line}");
+    assert_eq!(
+        line.matches(&format!("no server at {endpoint} (is procmond running?)"))
+            .count(),
+        1,
+        "{line}"
+    );
+    assert!(line.contains("next try in 3600 s"), "{line}");
+}
+
+/// `--config` is read as procmond reads it, flags on top.
+#[tokio::test]
+async fn binary_reads_the_configuration_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = endpoint_in(dir.path());
+    let _server = serve(&config, Fake::default());
+    let file = dir.path().join("ipc.yaml");
+    std::fs::write(
+        &file,
+        format!("ipc:\n  endpoint_path: {}\n", config.endpoint_path),
+    )
+    .expect("write");
+    let file = file.to_string_lossy().into_owned();
+    let args = ["--config", &file, "--once", "--hash-limit", "1"]
+        .map(str::to_owned)
+        .to_vec();
+    let (status, log) = agent_binary(args, None).await;
+    assert!(status.success(), "{log}");
+    assert!(log.contains("cycle complete"), "{log}");
+
+    // A flag wins over the file.
+    let elsewhere = dir
+        .path()
+        .join("elsewhere.sock")
+        .to_string_lossy()
+        .into_owned();
+    let args = ["--config", &file, "--endpoint", &elsewhere, "--once"]
+        .map(str::to_owned)
+        .to_vec();
+    let (status, log) = agent_binary(args, None).await;
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains(&elsewhere), "{log}");
+
+    // A key the configuration does not have is refused, by name.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "max_conections = 3\n").expect("write");
+    let args = ["--config", &*bad.to_string_lossy(), "--once"]
+        .map(str::to_owned)
+        .to_vec();
+    let (status, log) = agent_binary(args, None).await;
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(log.contains("max_conections"), "{log}");
 }
 
 #[tokio::test]
