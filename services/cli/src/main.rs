@@ -7,24 +7,39 @@
 //! daemoneye-cli [--endpoint PATH] [--timeout-ms MS] hash PATH [--algorithm sha256|sha512|blake3] [--expect HEX]
 //! daemoneye-cli [--endpoint PATH] describe [--messages] [--json] [--offline]
 //! daemoneye-cli [--endpoint PATH] docs [--out DIR] [--offline]
+//! daemoneye-cli [--endpoint PATH] [--wait SECS] health-check [--service NAME] [--verbose] [--json]
+//! daemoneye-cli [--endpoint PATH] ipc test [--count N]
+//! daemoneye-cli [--endpoint PATH] metrics [--json]
 //! ```
+//!
+//! Every command also takes `--config FILE` (or `DAEMONEYE_CONFIG`) and the
+//! `DAEMONEYE_*` variables, read as procmond reads them, flags on top, so that one
+//! file configures both ends.
 //!
 //! `processes` streams the listing and prints rows as batches arrive (any number of
 //! processes); `watch` prints one line per process start or exit until interrupted.
 //!
+//! No race on start-up: `--timeout-ms` is the time allowed to connect, during which a
+//! server that is not there yet (no socket, or one not listening yet) is waited for;
+//! `--wait SECS` also waits, up to SECS, for it to report SERVING before the command.
+//!
 //! Exit status: 0 on success (and when `watch` is stopped by SIGINT or SIGTERM, or its
 //! tree is gone); 1 when `hash --expect` finds a different hash, or `verify` finds the
-//! executable replaced or deleted; 2 for any error (no server, refused call, lost
-//! connection, unreadable file, bad arguments). Errors are one line on stderr naming
-//! the endpoint; stdout carries only the requested output.
+//! executable replaced or deleted, `health-check` finds it not serving, or a step of
+//! `ipc test` fails; 2 for any error (no server, refused call, lost connection,
+//! unreadable file, bad arguments; `health-check`: unreachable). Errors are one line
+//! on stderr naming the endpoint; stdout carries only the requested output.
 //!
 //! The cli talks only to a collector it trusts: one served by its own user or root from
 //! a socket whose directories only they control (add users with `--server-uid`).
 //! Anything else, such as a socket another user planted first, is refused before a
 //! request is sent, with a message naming the owner found.
 
+mod connect;
 mod describe;
 mod format;
+mod health;
+mod ipctest;
 mod output;
 
 use std::{
@@ -41,6 +56,8 @@ use daemoneye_collector::{
     ProcessCollectorClient, DEFAULT_HASH_ALGORITHM, DEFAULT_WATCH_INTERVAL_MS, HASH_ALGORITHMS,
 };
 use daemoneye_ipc::{IpcConfig, IpcError, PeerPolicy};
+
+use crate::connect::Settings;
 use daemoneye_proto::{
     ExecutableState, HashRequest, HashResult, ProcessFilter, VerifyRequest, VerifyResult,
     WatchRequest,
@@ -53,25 +70,33 @@ use crate::output::Out;
 #[derive(Debug, Parser)]
 #[command(name = "daemoneye-cli", version, about, propagate_version = true)]
 struct Cli {
-    /// Collector endpoint: Unix socket path or Windows pipe name.
-    #[arg(
-        long,
-        global = true,
-        env = "DAEMONEYE_ENDPOINT",
-        value_name = "PATH",
-        default_value_t = daemoneye_collector::default_endpoint()
-    )]
-    endpoint: String,
+    /// IPC settings file (.toml, .yaml or .yml) read before DAEMONEYE_* variables and
+    /// these flags, which override it: the same file procmond reads (`procmond --help`
+    /// lists its keys), so that both ends agree.
+    #[arg(long, global = true, value_name = "FILE", env = "DAEMONEYE_CONFIG")]
+    config: Option<PathBuf>,
 
-    /// Time allowed to connect, and for each call, in milliseconds.
+    /// Collector endpoint: Unix socket path or Windows pipe name [env:
+    /// DAEMONEYE_ENDPOINT] [default: /var/run/daemoneye/procmond.sock as root, else
+    /// $XDG_RUNTIME_DIR/daemoneye/procmond.sock or /tmp/daemoneye-UID/procmond.sock]
+    #[arg(long, global = true, value_name = "PATH")]
+    endpoint: Option<String>,
+
+    /// Time allowed to connect (a server that is not there yet is waited for) and for
+    /// each call, in milliseconds [default: accept_timeout_ms (5000) to connect,
+    /// call_timeout_ms (30000) per call, from the configuration]
     #[arg(
         long,
         global = true,
         value_name = "MS",
-        default_value_t = 10_000,
         value_parser = clap::value_parser!(u64).range(1..)
     )]
-    timeout_ms: u64,
+    timeout_ms: Option<u64>,
+
+    /// First wait up to SECS for the server to be up and report SERVING (for scripts
+    /// that start procmond just before); `health-check` then answers for the last check.
+    #[arg(long, global = true, value_name = "SECS")]
+    wait: Option<u64>,
 
     /// Also trust a collector running as this uid, and socket directories it owns
     /// (repeatable). By default only this user and root are trusted.
@@ -179,6 +204,38 @@ enum Command {
         #[arg(long)]
         offline: bool,
     },
+    /// Whether the collector is serving: exit status 0 serving, 1 not serving, 2
+    /// unreachable. With --wait SECS, checks again until it serves or SECS have passed.
+    HealthCheck {
+        /// The service to ask about [default: the server as a whole].
+        #[arg(
+            long,
+            value_name = "NAME",
+            default_value = "",
+            hide_default_value = true
+        )]
+        service: String,
+        /// Also print the endpoint, the socket's owner and mode, the server's versions,
+        /// CRC variant, limits, uptime, connections, each service's state, and a table
+        /// of every method's calls, errors and p50/p99 latency.
+        #[arg(long, short)]
+        verbose: bool,
+        /// Print one JSON object (also when unreachable).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Diagnose the connection.
+    Ipc {
+        #[command(subcommand)]
+        command: IpcCommand,
+    },
+    /// Print the server's metrics in the Prometheus text format (as --metrics-textfile
+    /// writes them), or with --json the same figures as JSON.
+    Metrics {
+        /// Print the JSON report (uptime, versions, counters, per method) instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a Markdown reference of each service (`<service>.md`) into --out, from the
     /// running endpoint (or, without one or with --offline, the built-in contract).
     Docs {
@@ -188,6 +245,24 @@ enum Command {
         /// Do not ask a server: document the built-in contract.
         #[arg(long)]
         offline: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum IpcCommand {
+    /// Test connectivity step by step, with a mark per step and, at the first that
+    /// fails, the advice for it (exit status 1): the socket path, its directory, its
+    /// owner against who you are, connect, the handshake (protocol, service, contract,
+    /// CRC variant), N round trips with p50/p99, the frame limit.
+    Test {
+        /// Round trips to time.
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = 100,
+            value_parser = clap::value_parser!(u32).range(1..=100_000)
+        )]
+        count: u32,
     },
 }
 
@@ -229,6 +304,22 @@ fn parse_hex(text: &str) -> Result<String, String> {
 enum CliError {
     /// Talking to the collector at `endpoint` failed.
     Ipc { endpoint: String, source: IpcError },
+    /// The endpoint's path is there but is not a socket.
+    NotASocket {
+        endpoint: String,
+        /// What it is: "a regular file", "a directory"...
+        kind: &'static str,
+    },
+    /// The server frames with the other CRC variant.
+    CrcVariant {
+        endpoint: String,
+        ours: daemoneye_ipc::Crc32Variant,
+        theirs: daemoneye_ipc::Crc32Variant,
+        /// What the handshake with our variant ran into.
+        source: IpcError,
+    },
+    /// The configuration (file, variables, flags) cannot be used.
+    Config(IpcError),
     /// `hash --expect`: the file hashed to something else.
     HashMismatch {
         path: String,
@@ -302,6 +393,28 @@ impl fmt::Display for CliError {
                 }
             }
             CliError::Docs(reason) => write!(f, "{}", clean(reason)),
+            CliError::NotASocket { endpoint, kind } => write!(
+                f,
+                "{} is {kind}, not a socket (is the endpoint right? procmond serves a socket \
+                 there and does not replace anything else)",
+                clean(endpoint)
+            ),
+            CliError::CrcVariant {
+                endpoint,
+                ours,
+                theirs,
+                source,
+            } => write!(
+                f,
+                "CRC variant mismatch: {} frames with {}, this cli with {} ({}): set \
+                 crc32_variant the same on both ends (one --config file, or \
+                 DAEMONEYE_CRC32_VARIANT)",
+                clean(endpoint),
+                theirs.as_str(),
+                ours.as_str(),
+                clean(&source.to_string())
+            ),
+            CliError::Config(error) => write!(f, "{}", clean(&error.to_string())),
             CliError::HashMismatch {
                 path,
                 algorithm,
@@ -359,11 +472,14 @@ fn init_tracing() {
 
 /// Runs the command, printing to `out` as results arrive; the exit status on success.
 fn run(cli: Cli, out: &mut Out) -> Result<ExitCode, CliError> {
-    let config = IpcConfig {
-        call_timeout_ms: cli.timeout_ms,
-        accept_timeout_ms: cli.timeout_ms,
-        ..IpcConfig::with_endpoint(cli.endpoint)
-    };
+    let settings = Settings::load(&connect::Options {
+        config: cli.config.clone(),
+        endpoint: cli.endpoint.clone(),
+        timeout_ms: cli.timeout_ms,
+        server_uids: cli.server_uids.clone(),
+        wait_secs: cli.wait,
+    })?;
+    let config = settings.config.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -379,14 +495,27 @@ fn run(cli: Cli, out: &mut Out) -> Result<ExitCode, CliError> {
             Command::Watch { .. } => Some(interrupted().map_err(CliError::Runtime)?),
             _ => None,
         };
-        let server_policy = cli
-            .server_uids
-            .iter()
-            .fold(PeerPolicy::same_user(), |policy, uid| {
-                policy.allow_uid(*uid)
-            });
-        // `describe` and `docs` ask the reflection service (or need no server at all).
+        let server_policy = settings.policy.clone();
+        // Commands that answer for the health themselves, or that ask no server.
         match cli.command {
+            Command::HealthCheck {
+                service,
+                verbose,
+                json,
+            } => return health::health_check(&settings, &service, verbose, json, out).await,
+            Command::Describe { offline: true, .. } | Command::Docs { offline: true, .. } => {}
+            _ => {
+                if let Some(wait) = settings.wait {
+                    wait_for_server(&settings, wait).await;
+                }
+            }
+        }
+        match cli.command {
+            Command::Ipc {
+                command: IpcCommand::Test { count },
+            } => return ipctest::run(&settings, count, out).await,
+            Command::Metrics { json } => return health::metrics(&settings, json, out).await,
+            // `describe` and `docs` ask the reflection service (or need no server).
             Command::Describe {
                 messages,
                 json,
@@ -411,14 +540,10 @@ fn run(cli: Cli, out: &mut Out) -> Result<ExitCode, CliError> {
             }
             _ => {}
         }
-        let client = daemoneye_ipc::Client::connect_with_server_policy(
-            &config,
-            ProcessCollectorClient::DESCRIPTOR,
-            server_policy,
-        )
-        .await
-        .map(ProcessCollectorClient::from_client)
-        .map_err(ipc)?;
+        let client = settings
+            .connect(ProcessCollectorClient::DESCRIPTOR)
+            .await
+            .map(ProcessCollectorClient::from_client)?;
         match cli.command {
             Command::Processes {
                 names,
@@ -431,7 +556,7 @@ fn run(cli: Cli, out: &mut Out) -> Result<ExitCode, CliError> {
                     pids,
                     executable_pattern: exe_pattern,
                 };
-                let idle = Duration::from_millis(cli.timeout_ms);
+                let idle = settings.call_timeout();
                 processes(&client, filter, json, idle, out)
                     .await
                     .map_err(|error| error.into_cli(&config.endpoint_path))?;
@@ -498,11 +623,34 @@ fn run(cli: Cli, out: &mut Out) -> Result<ExitCode, CliError> {
                 out.write(&hash_outcome(result, expect.as_deref(), &shown)?)?;
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Describe { .. } | Command::Docs { .. } => {
+            Command::Describe { .. }
+            | Command::Docs { .. }
+            | Command::HealthCheck { .. }
+            | Command::Ipc { .. }
+            | Command::Metrics { .. } => {
                 unreachable!("answered before connecting to the collector")
             }
         }
     })
+}
+
+/// `--wait`: waits for the server to report SERVING; when the time passes first, says
+/// so on stderr and lets the command go on (its own error, if any, says the rest).
+async fn wait_for_server(settings: &Settings, wait: Duration) {
+    let endpoint = format::sanitize(settings.endpoint()).into_owned();
+    match connect::wait_until_serving(settings, "", wait).await {
+        connect::Health::Answered(daemoneye_ipc::health::ServingStatus::Serving) => {}
+        connect::Health::Answered(status) => eprintln!(
+            "warning: {endpoint} still reports {} after {} s",
+            health::status_name(status),
+            wait.as_secs()
+        ),
+        connect::Health::NoSuchService(reason) => {
+            eprintln!("warning: {endpoint}: {}", format::sanitize(&reason));
+        }
+        // The command's own connection attempt reports it.
+        connect::Health::Unreachable(_) => {}
+    }
 }
 
 /// Why streaming failed: the collector or connection, or this side's output.
@@ -736,8 +884,11 @@ mod tests {
             "/usr/*",
         ])
         .expect("parses");
-        assert_eq!(cli.endpoint, "/tmp/x.sock");
-        assert_eq!(cli.timeout_ms, 10_000);
+        assert_eq!(cli.endpoint.as_deref(), Some("/tmp/x.sock"));
+        assert_eq!(
+            cli.timeout_ms, None,
+            "the configuration's timeouts by default"
+        );
         match cli.command {
             Command::Processes {
                 names,

@@ -346,7 +346,12 @@ async fn no_server_is_a_one_line_error_naming_the_endpoint() {
         .to_string_lossy()
         .into_owned();
 
-    let out = cli(&["--endpoint", &endpoint, "processes"], None).await;
+    // --timeout-ms is the time allowed to connect: no server within it.
+    let out = cli(
+        &["--endpoint", &endpoint, "--timeout-ms", "300", "processes"],
+        None,
+    )
+    .await;
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     assert_eq!(
@@ -363,7 +368,7 @@ async fn endpoint_comes_from_the_environment() {
         let endpoint = endpoint.clone();
         move || {
             Command::new(env!("CARGO_BIN_EXE_daemoneye-cli"))
-                .args(["processes"])
+                .args(["--timeout-ms", "300", "processes"])
                 .env("DAEMONEYE_ENDPOINT", endpoint)
                 .output()
                 .expect("run")
