@@ -1,203 +1,75 @@
-//! The model of a service trait, parsed from syn's syntax tree.
+//! The model of a service trait, read from syn's syntax tree.
+//!
+//! Reading is lenient: a malformed option is reported to the [`Ctxt`] and reading goes
+//! on, and every method gets a model whatever its shape, so that one mistake never hides
+//! another. Whether the model makes sense is `valid`'s business.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::ToTokens;
 use syn::{
-    spanned::Spanned, Attribute, Error, FnArg, GenericArgument, Ident, ItemTrait, LitInt, LitStr,
-    Pat, PathArguments, Result, ReturnType, TraitItem, TraitItemFn, Type,
+    meta::ParseNestedMeta, spanned::Spanned, Attribute, Error, Expr, FnArg, GenericArgument, Ident,
+    ItemTrait, Lit, LitStr, Pat, PathArguments, Result, ReturnType, Token, TraitItem, TraitItemFn,
+    Type,
 };
 
+use crate::ctxt::Ctxt;
+
 /// A service: one annotated trait.
+#[derive(Clone)]
 pub struct Service {
-    /// The trait as written, minus our helper attributes.
+    /// The trait as written, minus our `#[ipc(..)]` helper attributes.
     pub item: ItemTrait,
     /// Wire name, checked in the handshake.
     pub name: String,
+    /// The `name = "..."` literal, when one is given.
+    pub name_lit: Option<LitStr>,
     /// The trait's doc comment.
     pub doc: String,
     /// `descriptors = EXPR`: the encoded protobuf `FileDescriptorSet` (with source info)
     /// that the messages were generated from, for full schemas.
-    pub descriptors: Option<syn::Expr>,
+    pub descriptors: Option<Expr>,
+    /// One per `fn` item of the trait, in order.
     pub methods: Vec<Method>,
 }
 
-/// One method of the trait.
+/// One method of the trait, whatever its shape.
+#[derive(Clone)]
 pub struct Method {
+    /// Position in `Service::methods`.
+    pub index: usize,
     pub ident: Ident,
     pub doc: String,
-    pub id: u32,
+    pub id: MethodId,
     /// Where the id came from (the `#[ipc(id = ..)]` literal, or the method name).
     pub id_span: Span,
     /// `#[ipc(idempotent)]`: safe to run twice, so a client may retry it.
     pub idempotent: bool,
     /// `#[ipc(bare)]`: also answers seed-era bare request frames; the keyword's span.
     pub bare: Option<Span>,
-    /// The request argument's pattern and type; `None` for a method without request.
+    /// The first argument after the receiver that is not a `ServerStream`: its pattern
+    /// and type. `None` for a method without request.
     pub request: Option<(Box<Pat>, Box<Type>)>,
-    /// For a server-streaming method, its `ServerStream<Item>` argument.
+    /// For a server-streaming method, its (first) `ServerStream<..>` argument.
     pub stream: Option<StreamArg>,
-    /// `Resp` of `Result<Resp, Status>`; for a streaming method, its item type.
-    pub response: Type,
-    /// The whole return type, `Result<Resp, Status>` as written.
-    pub output: Box<Type>,
-    /// The declaration as written (for validation spans and re-emission).
+    /// `(Ok, Err)` when the return type is written `Result<Ok, Err>`.
+    pub result: Option<(Type, Type)>,
+    /// The declaration as written, minus `#[ipc(..)]` (for spans and re-emission).
     pub item: TraitItemFn,
 }
 
-impl Service {
-    pub fn from_syn(args: TokenStream, mut item: ItemTrait) -> Result<Self> {
-        let mut name = item.ident.to_string();
-        let mut descriptors = None;
-        if !args.is_empty() {
-            let parser = syn::meta::parser(|meta| {
-                if meta.path.is_ident("name") {
-                    let value: LitStr = meta.value()?.parse()?;
-                    if value.value().trim().is_empty() {
-                        return Err(Error::new_spanned(value, "service name must not be empty"));
-                    }
-                    name = value.value();
-                    Ok(())
-                } else if meta.path.is_ident("descriptors") {
-                    descriptors = Some(meta.value()?.parse::<syn::Expr>()?);
-                    Ok(())
-                } else {
-                    Err(meta
-                        .error("unknown option; expected `name = \"...\"` or `descriptors = PATH`"))
-                }
-            });
-            syn::parse::Parser::parse2(parser, args)?;
-        }
-        let doc = doc_of(&item.attrs);
-        let mut methods = Vec::new();
-        let mut errors: Option<Error> = None;
-        // `None` once a method took id u32::MAX: no default id is left after it.
-        let mut next_id = Some(1u32);
-        for trait_item in &mut item.items {
-            let TraitItem::Fn(function) = trait_item else {
-                push(
-                    &mut errors,
-                    Error::new_spanned(
-                        &*trait_item,
-                        "#[ipc_service] traits may contain only methods",
-                    ),
-                );
-                continue;
-            };
-            match Method::from_syn(function, next_id) {
-                Ok(method) => {
-                    next_id = method.id.checked_add(1);
-                    methods.push(method);
-                }
-                Err(error) => push(&mut errors, error),
-            }
-        }
-        if let Some(errors) = errors {
-            return Err(errors);
-        }
-        Ok(Self {
-            item,
-            name,
-            doc,
-            descriptors,
-            methods,
-        })
-    }
-}
-
-impl Method {
-    /// Reads the method, removing its `#[ipc(...)]` attribute from `function`.
-    fn from_syn(function: &mut TraitItemFn, default_id: Option<u32>) -> Result<Self> {
-        let mut id = None;
-        let mut idempotent = false;
-        let mut bare = None;
-        let mut kept = Vec::new();
-        for attr in function.attrs.drain(..) {
-            if !attr.path().is_ident("ipc") {
-                kept.push(attr);
-                continue;
-            }
-            attr.parse_nested_meta(|meta| {
-                let duplicate = || meta.error("this option is already given for this method");
-                if meta.path.is_ident("id") {
-                    let lit: LitInt = meta.value()?.parse()?;
-                    if id.is_some() {
-                        return Err(Error::new_spanned(
-                            &meta.path,
-                            "`id` is already given for this method",
-                        ));
-                    }
-                    id = Some((lit.base10_parse::<u32>()?, lit.span()));
-                    Ok(())
-                } else if meta.path.is_ident("idempotent") {
-                    if idempotent {
-                        return Err(duplicate());
-                    }
-                    idempotent = true;
-                    Ok(())
-                } else if meta.path.is_ident("bare") {
-                    if bare.is_some() {
-                        return Err(duplicate());
-                    }
-                    bare = Some(meta.path.span());
-                    Ok(())
-                } else {
-                    Err(meta.error("unknown option; expected `id = N`, `idempotent` or `bare`"))
-                }
-            })?;
-        }
-        function.attrs = kept;
-        let sig = &function.sig;
-        let mut inputs = sig.inputs.iter();
-        // Receiver checks are in `valid`; here only the shape needed to build the model.
-        let _receiver = inputs.next();
-        // Argument counts and order are checked in `valid`; here the first non-stream
-        // argument is the request and a `ServerStream<..>` one makes the method stream.
-        let mut request = None;
-        let mut stream = None;
-        for input in inputs {
-            match input {
-                FnArg::Typed(arg) => match StreamArg::from_type(&arg.ty) {
-                    Some(found) => stream = stream.or(Some(found)),
-                    None if request.is_none() => request = Some((arg.pat.clone(), arg.ty.clone())),
-                    None => {}
-                },
-                FnArg::Receiver(receiver) => {
-                    return Err(Error::new_spanned(receiver, "unexpected receiver"))
-                }
-            }
-        }
-        let (output, mut response) = response_type(sig)?;
-        if let Some(item) = stream.as_ref().and_then(|s| s.item.clone()) {
-            response = item;
-        }
-        let (id, id_span) = match (id, default_id) {
-            (Some(pinned), _) => pinned,
-            (None, Some(next)) => (next, sig.ident.span()),
-            (None, None) => {
-                return Err(Error::new_spanned(
-                    &sig.ident,
-                    "no method id is left after the previous method's id 4294967295; \
-                     pin this one with #[ipc(id = N)]",
-                ))
-            }
-        };
-        Ok(Self {
-            ident: sig.ident.clone(),
-            doc: doc_of(&function.attrs),
-            id,
-            id_span,
-            idempotent,
-            bare,
-            request,
-            stream,
-            response,
-            output,
-            item: function.clone(),
-        })
-    }
+/// A method's wire id.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum MethodId {
+    /// Pinned with `#[ipc(id = N)]`, or 1 + the previous method's id.
+    Known(u32),
+    /// No default is left: a previous method took id `u32::MAX`.
+    Exhausted,
+    /// Follows an `id` that could not be read (already reported).
+    Unknown,
 }
 
 /// The `tx: ServerStream<Item>` argument of a server-streaming method.
+#[derive(Clone)]
 pub struct StreamArg {
     /// The whole argument type as written (for spans).
     pub ty: Box<Type>,
@@ -205,10 +77,263 @@ pub struct StreamArg {
     pub item: Option<Type>,
 }
 
+/// A method's `#[ipc(..)]` options, as read.
+#[derive(Default)]
+struct Options {
+    id: Option<Pin>,
+    idempotent: bool,
+    bare: Option<Span>,
+}
+
+/// An `id = ..` option.
+enum Pin {
+    Given(u32, Span),
+    /// Present but unreadable (already reported).
+    Invalid,
+}
+
+impl Service {
+    /// Reads the trait and the attribute's arguments, removing every `#[ipc(..)]`
+    /// attribute from `item`. Errors go to `cx`; the model is built anyway.
+    pub fn from_syn(cx: &mut Ctxt, args: TokenStream, mut item: ItemTrait) -> Self {
+        let mut name = None;
+        let mut descriptors = None;
+        let parser = syn::meta::parser(|meta| {
+            if meta.path.is_ident("name") {
+                if name.is_some() {
+                    cx.error(Error::new_spanned(&meta.path, "`name` is already given"));
+                    return skip_value(&meta);
+                }
+                match meta.value()?.parse::<Expr>()? {
+                    Expr::Lit(syn::ExprLit {
+                        lit: Lit::Str(lit), ..
+                    }) => name = Some(lit),
+                    other => cx.error(Error::new_spanned(
+                        other,
+                        "expected a string, e.g. `name = \"pkg.Service\"`",
+                    )),
+                }
+            } else if meta.path.is_ident("descriptors") {
+                if descriptors.is_some() {
+                    cx.error(Error::new_spanned(
+                        &meta.path,
+                        "`descriptors` is already given",
+                    ));
+                    return skip_value(&meta);
+                }
+                descriptors = Some(meta.value()?.parse::<Expr>()?);
+            } else {
+                cx.error(
+                    meta.error("unknown option; expected `name = \"...\"` or `descriptors = PATH`"),
+                );
+                return skip_value(&meta);
+            }
+            Ok(())
+        });
+        if let Err(error) = syn::parse::Parser::parse2(parser, args) {
+            cx.error(error);
+        }
+
+        let mut methods = Vec::new();
+        let mut next_id = MethodId::Known(1);
+        for trait_item in &mut item.items {
+            let TraitItem::Fn(function) = trait_item else {
+                // Not a method (`valid` says so); kept as written, minus our attributes.
+                if let Some(attrs) = attrs_mut(trait_item) {
+                    attrs.retain(|attr| !attr.path().is_ident("ipc"));
+                }
+                continue;
+            };
+            let index = methods.len();
+            let options = Options::take(cx, index, &mut function.attrs);
+            let (id, id_span) = match options.id {
+                Some(Pin::Given(id, span)) => (MethodId::Known(id), span),
+                Some(Pin::Invalid) => (MethodId::Unknown, function.sig.ident.span()),
+                None => (next_id, function.sig.ident.span()),
+            };
+            next_id = match id {
+                MethodId::Known(id) => id
+                    .checked_add(1)
+                    .map_or(MethodId::Exhausted, MethodId::Known),
+                other => other,
+            };
+            methods.push(Method::from_syn(index, function, id, id_span, options));
+        }
+
+        Self {
+            name: name
+                .as_ref()
+                .map_or_else(|| item.ident.to_string(), LitStr::value),
+            name_lit: name,
+            doc: doc_of(&item.attrs),
+            descriptors,
+            methods,
+            item,
+        }
+    }
+}
+
+impl Method {
+    fn from_syn(
+        index: usize,
+        function: &TraitItemFn,
+        id: MethodId,
+        id_span: Span,
+        options: Options,
+    ) -> Self {
+        let sig = &function.sig;
+        let mut request = None;
+        let mut stream = None;
+        for input in &sig.inputs {
+            if let FnArg::Typed(arg) = input {
+                match StreamArg::from_type(&arg.ty) {
+                    Some(found) => stream = stream.or(Some(found)),
+                    None if request.is_none() => request = Some((arg.pat.clone(), arg.ty.clone())),
+                    None => {}
+                }
+            }
+        }
+        Self {
+            index,
+            ident: sig.ident.clone(),
+            doc: doc_of(&function.attrs),
+            id,
+            id_span,
+            idempotent: options.idempotent,
+            bare: options.bare,
+            request,
+            stream,
+            result: result_types(&sig.output),
+            item: function.clone(),
+        }
+    }
+
+    /// The wire id of a method that passed `valid`.
+    pub fn wire_id(&self) -> u32 {
+        match self.id {
+            MethodId::Known(id) => id,
+            MethodId::Exhausted | MethodId::Unknown => unreachable!("rejected by valid::check_ids"),
+        }
+    }
+
+    /// `Resp` of a unary method or `Item` of a streaming one, for a method that passed
+    /// `valid`.
+    pub fn response(&self) -> &Type {
+        let response = match &self.stream {
+            Some(stream) => stream.item.as_ref(),
+            None => self.result.as_ref().map(|(ok, _)| ok),
+        };
+        response.unwrap_or_else(|| unreachable!("rejected by valid::check_return"))
+    }
+
+    /// The whole return type as written (`()` when none is).
+    pub fn output(&self) -> Type {
+        match &self.item.sig.output {
+            ReturnType::Type(_, ty) => (**ty).clone(),
+            ReturnType::Default => syn::parse_quote!(()),
+        }
+    }
+}
+
+impl Options {
+    /// Reads and removes every `#[ipc(..)]` attribute in `attrs`.
+    fn take(cx: &mut Ctxt, index: usize, attrs: &mut Vec<Attribute>) -> Self {
+        let mut options = Self::default();
+        attrs.retain(|attr| {
+            if !attr.path().is_ident("ipc") {
+                return true;
+            }
+            if let Err(error) = attr.parse_nested_meta(|meta| options.read(cx, index, &meta)) {
+                cx.method_error(index, error);
+                // What followed in the attribute is unknown, the id included.
+                options.id.get_or_insert(Pin::Invalid);
+            }
+            false
+        });
+        options
+    }
+
+    /// One option; a well-formed but wrong one is reported and reading goes on.
+    fn read(&mut self, cx: &mut Ctxt, index: usize, meta: &ParseNestedMeta) -> Result<()> {
+        if meta.path.is_ident("id") {
+            if self.id.is_some() {
+                cx.method_error(
+                    index,
+                    Error::new_spanned(&meta.path, "`id` is already given for this method"),
+                );
+                return skip_value(meta);
+            }
+            let value: Expr = meta.value()?.parse()?;
+            let id = match &value {
+                Expr::Lit(syn::ExprLit {
+                    lit: Lit::Int(lit), ..
+                }) => lit
+                    .base10_parse::<u32>()
+                    .map(|id| Pin::Given(id, lit.span()))
+                    .map_err(|_| {
+                        Error::new(lit.span(), "method ids are integers from 1 to 4294967295")
+                    }),
+                _ => Err(Error::new_spanned(
+                    &value,
+                    "expected an integer method id, e.g. `id = 3`",
+                )),
+            };
+            self.id = Some(id.unwrap_or_else(|error| {
+                cx.method_error(index, error);
+                Pin::Invalid
+            }));
+        } else if meta.path.is_ident("idempotent") {
+            if self.idempotent {
+                cx.method_error(
+                    index,
+                    meta.error("this option is already given for this method"),
+                );
+            }
+            self.idempotent = true;
+        } else if meta.path.is_ident("bare") {
+            if self.bare.is_some() {
+                cx.method_error(
+                    index,
+                    meta.error("this option is already given for this method"),
+                );
+            }
+            self.bare = Some(meta.path.span());
+        } else {
+            cx.method_error(
+                index,
+                meta.error("unknown option; expected `id = N`, `idempotent` or `bare`"),
+            );
+            return skip_value(meta);
+        }
+        Ok(())
+    }
+}
+
+/// Consumes what follows an option's name (`= value` or `(..)`), so that reading can
+/// go on after an option that is reported.
+fn skip_value(meta: &ParseNestedMeta) -> Result<()> {
+    if meta.input.peek(Token![=]) {
+        meta.value()?.parse::<Expr>()?;
+    } else if meta.input.peek(syn::token::Paren) {
+        meta.input.parse::<TokenTree>()?;
+    }
+    Ok(())
+}
+
+/// The attributes of a trait item that is not a method.
+fn attrs_mut(item: &mut TraitItem) -> Option<&mut Vec<Attribute>> {
+    match item {
+        TraitItem::Const(item) => Some(&mut item.attrs),
+        TraitItem::Type(item) => Some(&mut item.attrs),
+        TraitItem::Macro(item) => Some(&mut item.attrs),
+        _ => None,
+    }
+}
+
 impl StreamArg {
     /// `Some` when `ty` names `ServerStream<..>` (by its last path segment, so that
     /// `daemoneye_ipc::ServerStream<T>` and an imported `ServerStream<T>` both count).
-    fn from_type(ty: &Type) -> Option<Self> {
+    pub fn from_type(ty: &Type) -> Option<Self> {
         let Type::Path(path) = ty else { return None };
         let last = path.path.segments.last()?;
         if last.ident != "ServerStream" {
@@ -230,47 +355,23 @@ impl StreamArg {
     }
 }
 
-/// The return type `Result<Resp, Status>` and its `Resp`.
-fn response_type(sig: &syn::Signature) -> Result<(Box<Type>, Type)> {
-    const EXPECTED: &str = "expected `-> Result<Response, Status>`";
-    let ty = match &sig.output {
-        ReturnType::Type(_, ty) => ty,
-        ReturnType::Default => {
-            return Err(Error::new(
-                sig.paren_token.span.close(),
-                "missing return type; expected `-> Result<Response, Status>`",
-            ))
-        }
+/// `(Ok, Err)` when `output` is written `Result<Ok, Err>` (by the last path segment).
+fn result_types(output: &ReturnType) -> Option<(Type, Type)> {
+    let ReturnType::Type(_, ty) = output else {
+        return None;
     };
-    let Type::Path(path) = &**ty else {
-        return Err(Error::new_spanned(ty, EXPECTED));
-    };
-    let Some(last) = path.path.segments.last() else {
-        return Err(Error::new_spanned(ty, EXPECTED));
-    };
+    let Type::Path(path) = &**ty else { return None };
+    let last = path.path.segments.last()?;
     let PathArguments::AngleBracketed(args) = &last.arguments else {
-        return Err(Error::new_spanned(ty, EXPECTED));
+        return None;
     };
-    let types: Vec<&Type> = args
-        .args
-        .iter()
-        .filter_map(|arg| match arg {
-            GenericArgument::Type(ty) => Some(ty),
-            _ => None,
-        })
-        .collect();
-    if last.ident != "Result" || types.len() != 2 || args.args.len() != 2 {
-        return Err(Error::new_spanned(ty, EXPECTED));
+    if last.ident != "Result" || args.args.len() != 2 {
+        return None;
     }
-    let is_status = matches!(types[1], Type::Path(p)
-        if p.path.segments.last().is_some_and(|s| s.ident == "Status"));
-    if !is_status {
-        return Err(Error::new_spanned(
-            types[1],
-            "the error type must be `daemoneye_ipc::Status`",
-        ));
+    match (&args.args[0], &args.args[1]) {
+        (GenericArgument::Type(ok), GenericArgument::Type(err)) => Some((ok.clone(), err.clone())),
+        _ => None,
     }
-    Ok((ty.clone(), types[0].clone()))
 }
 
 /// The doc comment in `attrs`, with rustdoc's leading space removed from each line.
@@ -305,11 +406,4 @@ pub fn type_name(ty: &Type) -> String {
         .chars()
         .filter(|c| !c.is_whitespace())
         .collect()
-}
-
-pub fn push(errors: &mut Option<Error>, error: Error) {
-    match errors {
-        Some(errors) => errors.combine(error),
-        None => *errors = Some(error),
-    }
 }

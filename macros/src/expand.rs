@@ -1,54 +1,138 @@
-//! Code generation from a validated model: the trait, `FooClient`, `FooServer<T>`.
+//! Code generation: the trait, `FooClient` and `FooServer<T>` from a checked model; and
+//! when the checks fail, the errors with what can be emitted without adding errors of
+//! its own (the shape of `thiserror`'s fallback).
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use sha2::{Digest, Sha256};
-use syn::spanned::Spanned;
+use syn::{parse_quote_spanned, spanned::Spanned, Error, Item, TraitItem, TraitItemFn};
 
 use crate::ast::{type_name, Method, Service};
+use crate::ctxt::{Ctxt, Rejection};
+use crate::valid;
 
-pub fn service(service: &Service) -> TokenStream {
-    let trait_item = rewrite_trait(service);
+/// `#[ipc_service(args)]` on `item`: parse, check, expand.
+pub fn ipc_service(args: TokenStream, item: Item) -> TokenStream {
+    let Item::Trait(item) = item else {
+        let error = Error::new_spanned(&item, "#[ipc_service] can only be applied to a trait")
+            .into_compile_error();
+        return quote! { #error #item };
+    };
+    let mut cx = Ctxt::default();
+    let service = Service::from_syn(&mut cx, args, item);
+    valid::check(&mut cx, &service);
+    match cx.finish() {
+        Ok(()) => {
+            let trait_item = trait_item(&service, &[]);
+            let generated = client_and_server(&service);
+            quote! {
+                #trait_item
+                #generated
+            }
+        }
+        Err(rejection) => fallback(&service, rejection),
+    }
+}
+
+/// The errors; the user's trait, so that their `impl` blocks add no errors of their
+/// own; and the client and server of the methods that are right, so that code using
+/// them does not either. A generic trait gets no client or server: they could not
+/// name it.
+fn fallback(service: &Service, rejection: Rejection) -> TokenStream {
+    let errors = rejection.errors.into_compile_error();
+    let trait_item = trait_item(service, &rejection.faulty);
+    let generics = &service.item.generics;
+    let generated = if generics.params.is_empty() && generics.where_clause.is_none() {
+        let mut sound = service.clone();
+        sound
+            .methods
+            .retain(|method| !rejection.faulty.contains(&method.index));
+        client_and_server(&sound)
+    } else {
+        TokenStream::new()
+    };
+    quote! {
+        #errors
+        #trait_item
+        #generated
+    }
+}
+
+fn client_and_server(service: &Service) -> TokenStream {
     let descriptor = descriptor(service);
     let client = client(service, &descriptor);
     let server = server(service);
     quote! {
-        #trait_item
         #client
         #server
     }
 }
 
-/// The trait as written, with each `async fn` turned into `fn -> impl Future + Send`
-/// so that servers can run handlers on a multi-threaded runtime without boxing.
-fn rewrite_trait(service: &Service) -> TokenStream {
+/// The trait as written, `Send + Sync + 'static`, with each method turned from `async fn`
+/// into `fn -> impl Future + Send` so that servers can run handlers on a multi-threaded
+/// runtime without boxing. The `faulty` methods (indexes into `service.methods`) are
+/// kept as written instead, which any `impl` of them satisfies. Every token of a method
+/// keeps its span, so that rustc's notes about a trait method point at the user's.
+fn trait_item(service: &Service, faulty: &[usize]) -> TokenStream {
     let item = &service.item;
+    let mut items = item.items.clone();
+    let mut methods = service.methods.iter();
+    for trait_item in &mut items {
+        let TraitItem::Fn(function) = trait_item else {
+            continue;
+        };
+        let Some(method) = methods.next() else { break };
+        if faulty.contains(&method.index) {
+            as_written(function);
+        } else {
+            *function = rewritten(method);
+        }
+    }
     let attrs = &item.attrs;
     let vis = &item.vis;
+    let unsafety = &item.unsafety;
     let ident = &item.ident;
+    let generics = &item.generics;
+    let where_clause = &generics.where_clause;
     let supertraits = &item.supertraits;
     let plus = if supertraits.is_empty() {
         quote!()
     } else {
         quote!(+)
     };
-    let methods = service.methods.iter().map(|method| {
-        let mut sig = method.item.sig.clone();
-        sig.asyncness = None;
-        let output = &method.output;
-        let span = sig.output.span();
-        sig.output = syn::parse_quote_spanned! {span=>
-            -> impl ::core::future::Future<Output = #output> + ::core::marker::Send
-        };
-        let attrs = &method.item.attrs;
-        quote! { #(#attrs)* #sig; }
-    });
+    // The header's own tokens keep the macro's span, as rustc's lints expect of
+    // generated code (an unused trait is not reported: its client may be all that is
+    // used).
     quote! {
         #(#attrs)*
-        #vis trait #ident: ::core::marker::Send + ::core::marker::Sync + 'static #plus #supertraits {
-            #(#methods)*
+        #vis #unsafety trait #ident #generics: ::core::marker::Send + ::core::marker::Sync + 'static #plus #supertraits
+        #where_clause
+        {
+            #(#items)*
         }
     }
+}
+
+/// `async fn m(..) -> R;` as `fn m(..) -> impl Future<Output = R> + Send;`, every
+/// token at the user's span (the `;` included, which rustc's item span ends on).
+fn rewritten(method: &Method) -> TraitItemFn {
+    let mut function = method.item.clone();
+    let output = method.output();
+    let sig = &mut function.sig;
+    sig.asyncness = None;
+    let span = sig.output.span();
+    sig.output = parse_quote_spanned! {span=>
+        -> impl ::core::future::Future<Output = #output> + ::core::marker::Send
+    };
+    function
+}
+
+/// A method that breaks a rule, as written, minus what rustc rejects in a trait itself
+/// (`const`, `extern`, `...`): those are already reported.
+fn as_written(function: &mut TraitItemFn) {
+    function.sig.constness = None;
+    function.sig.abi = None;
+    function.sig.variadic = None;
 }
 
 /// Contract fingerprint: first 8 bytes of SHA-256 over the service name and every
@@ -58,7 +142,7 @@ fn schema_hash(service: &Service) -> u64 {
     let mut hasher = Sha256::new();
     hasher.update(format!("service={}\n", service.name));
     let mut methods: Vec<&Method> = service.methods.iter().collect();
-    methods.sort_by_key(|method| method.id);
+    methods.sort_by_key(|method| method.wire_id());
     for method in methods {
         // A streaming method is marked, so that it never matches a unary one; unary
         // methods hash as they always did.
@@ -69,10 +153,10 @@ fn schema_hash(service: &Service) -> u64 {
         };
         hasher.update(format!(
             "method={}:{}:{}:{}{streaming}\n",
-            method.id,
+            method.wire_id(),
             method.ident,
             message_name(&request_name(method)),
-            message_name(&type_name(&method.response))
+            message_name(&type_name(method.response()))
         ));
     }
     let digest = hasher.finalize();
@@ -104,10 +188,10 @@ fn descriptor(service: &Service) -> TokenStream {
         None => quote!(&[]),
     };
     let methods = service.methods.iter().map(|method| {
-        let id = method.id;
+        let id = method.wire_id();
         let name = method.ident.to_string();
         let request = request_name(method);
-        let response = type_name(&method.response);
+        let response = type_name(method.response());
         let doc = &method.doc;
         let idempotent = method.idempotent;
         let bare = method.bare.is_some();
@@ -147,8 +231,8 @@ fn client(service: &Service, descriptor: &TokenStream) -> TokenStream {
     );
     let methods = service.methods.iter().map(|method| {
         let ident = &method.ident;
-        let id = method.id;
-        let response = &method.response;
+        let id = method.wire_id();
+        let response = method.response();
         let attrs = method
             .item
             .attrs
@@ -276,8 +360,8 @@ fn server(service: &Service) -> TokenStream {
         .filter(|method| method.stream.is_some())
         .map(|method| {
             let ident = &method.ident;
-            let id = method.id;
-            let item = &method.response;
+            let id = method.wire_id();
+            let item = method.response();
             let stream = quote! { ::daemoneye_ipc::ServerStream::<#item>::new(sink) };
             let call = match &method.request {
                 Some((_, request)) => quote! {
@@ -293,7 +377,7 @@ fn server(service: &Service) -> TokenStream {
         });
     let arms = service.methods.iter().filter(|method| method.stream.is_none()).map(|method| {
         let ident = &method.ident;
-        let id = method.id;
+        let id = method.wire_id();
         let call = match &method.request {
             Some((_, request)) => quote! {
                 let request = ::daemoneye_ipc::__private::decode_request::<#request>(payload)?;
@@ -345,7 +429,7 @@ fn server(service: &Service) -> TokenStream {
         .iter()
         .filter(|method| method.stream.is_some())
         .map(|method| {
-            let item = &method.response;
+            let item = method.response();
             quote_spanned! {item.span()=>
                 const _: fn() = ::daemoneye_ipc::__private::assert_stream_item::<#item>;
             }

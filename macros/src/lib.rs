@@ -19,10 +19,12 @@
 //! after a lost connection, and `#[ipc(bare)]` (one unary method per service) also
 //! answers seed-era bare request frames.
 //!
-//! Shape: parse the trait into a model (`ast.rs`), validate it (`valid.rs`), expand the
-//! model (`expand.rs`); every error points at the user's own tokens.
+//! Shape: parse the trait into a model (`ast.rs`), validate it (`valid.rs`, errors
+//! collected in `ctxt.rs`), expand the model (`expand.rs`); every error points at the
+//! user's own tokens.
 
 mod ast;
+mod ctxt;
 mod expand;
 mod valid;
 
@@ -32,19 +34,8 @@ use proc_macro::TokenStream;
 /// crate documentation.
 #[proc_macro_attribute]
 pub fn ipc_service(args: TokenStream, input: TokenStream) -> TokenStream {
-    let args = proc_macro2::TokenStream::from(args);
-    let item = match syn::parse::<syn::Item>(input) {
-        Ok(syn::Item::Trait(item)) => item,
-        Ok(other) => {
-            return syn::Error::new_spanned(other, "#[ipc_service] can only be applied to a trait")
-                .into_compile_error()
-                .into()
-        }
-        Err(error) => return error.into_compile_error().into(),
-    };
-    ast::Service::from_syn(args, item)
-        .and_then(|service| valid::check(&service).map(|()| service))
-        .map(|service| expand::service(&service))
-        .unwrap_or_else(syn::Error::into_compile_error)
-        .into()
+    match syn::parse::<syn::Item>(input) {
+        Ok(item) => expand::ipc_service(args.into(), item).into(),
+        Err(error) => error.into_compile_error().into(),
+    }
 }

@@ -14,6 +14,9 @@ pub trait Feed {
     async fn stream_first(&self, tx: ServerStream<Ping>, request: Ping) -> Result<(), Status>;
     // One item type.
     async fn no_item(&self, request: Ping, tx: ServerStream) -> Result<(), Status>;
+    // One stream, of owned items.
+    async fn two_streams(&self, tx: ServerStream<Ping>, again: ServerStream<Ping>) -> Result<(), Status>;
+    async fn borrowed_items(&self, tx: ServerStream<&'static Ping>) -> Result<(), Status>;
     // Bare peers expect one answer.
     #[ipc(bare)]
     async fn bare_stream(&self, request: Ping, tx: ServerStream<Ping>) -> Result<(), Status>;

@@ -1,0 +1,8 @@
+use daemoneye_ipc::ipc_service;
+
+#[ipc_service]
+pub unsafe trait Probe {
+    async fn check(&self) -> Result<(), daemoneye_ipc::Status>;
+}
+
+fn main() {}
