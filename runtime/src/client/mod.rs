@@ -129,7 +129,7 @@ impl Client {
     /// policy, [`PeerPolicy::same_user`]: the process serving the endpoint must run as
     /// this user or root, and (on Unix) the socket's directory and the directories above
     /// it must be safe from other users (see [`with_server_policy`](Self::with_server_policy)
-    /// and [`transport`](crate::transport)).
+    /// and [`transport`]).
     ///
     /// # Errors
     /// `Config` for an invalid configuration; `ServerNotFound`, `ConnectionRefused`,
