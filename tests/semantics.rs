@@ -1,5 +1,7 @@
-//! Call semantics over real sockets: deadlines, cancellation, busy, handshake refusal,
-//! graceful shutdown, and seed-era bare frames.
+//! Call semantics: deadlines, cancellation and backpressure in memory (the
+//! `daemoneye_ipc::testing` kit: the same codec, handshake and dispatch, no socket), and
+//! over real sockets what is about sockets: busy, handshake refusal, graceful shutdown,
+//! reconnection, peer credentials, and seed-era bare frames.
 
 mod support;
 
@@ -76,7 +78,6 @@ impl Lab for LabImpl {
 
 struct Lab1 {
     config: IpcConfig,
-    counters: Arc<Counters>,
     _dir: tempfile::TempDir,
 }
 
@@ -84,13 +85,31 @@ fn start_with(edit: impl FnOnce(&mut IpcConfig)) -> Lab1 {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = IpcConfig::with_endpoint(dir.path().join("lab.sock").to_string_lossy());
     edit(&mut config);
-    let counters = Arc::new(Counters::default());
-    let server = Server::bind(&config, LabServer::new(LabImpl(counters.clone()))).expect("bind");
+    let server = Server::bind(&config, LabServer::new(LabImpl(Arc::default()))).expect("bind");
     tokio::spawn(server.serve());
-    Lab1 {
-        config,
-        counters,
-        _dir: dir,
+    Lab1 { config, _dir: dir }
+}
+
+/// The same service served in memory, for what does not depend on a socket.
+struct InMemory {
+    server: daemoneye_ipc::testing::TestServer<LabServer<LabImpl>>,
+    counters: Arc<Counters>,
+}
+
+impl InMemory {
+    fn start(edit: impl FnOnce(&mut IpcConfig)) -> Self {
+        let mut config = IpcConfig::default();
+        edit(&mut config);
+        let counters = Arc::new(Counters::default());
+        let server = daemoneye_ipc::testing::TestServer::new(
+            &config,
+            LabServer::new(LabImpl(counters.clone())),
+        );
+        Self { server, counters }
+    }
+
+    fn client(&self) -> LabClient {
+        LabClient::from_client(self.server.client(LabClient::DESCRIPTOR).expect("client"))
     }
 }
 
@@ -119,11 +138,8 @@ fn job(id: &str, millis: u64) -> Job {
 
 #[tokio::test]
 async fn deadline_travels_and_the_server_stops_the_handler() {
-    let lab = start_with(|_| {});
-    let client = LabClient::connect(&lab.config)
-        .await
-        .expect("connect")
-        .with_timeout(Duration::from_millis(100));
+    let lab = InMemory::start(|_| {});
+    let client = lab.client().with_timeout(Duration::from_millis(100));
     let err = client.run(job("slow", 60_000)).await.expect_err("deadline");
     assert!(
         matches!(err, IpcError::DeadlineExceeded { after_ms: 100 }),
@@ -138,8 +154,8 @@ async fn deadline_travels_and_the_server_stops_the_handler() {
 
 #[tokio::test]
 async fn dropping_a_call_cancels_it_on_the_server() {
-    let lab = start_with(|_| {});
-    let client = LabClient::connect(&lab.config).await.expect("connect");
+    let lab = InMemory::start(|_| {});
+    let client = lab.client();
     let call = tokio::spawn({
         let client = client.clone();
         async move { client.run(job("forever", 3_600_000)).await }
@@ -412,11 +428,8 @@ async fn a_peer_outside_the_policy_is_refused_before_any_request() {
 
 #[tokio::test]
 async fn the_server_bounds_handlers_even_when_the_client_allows_more() {
-    let lab = start_with(|c| c.handler_timeout_ms = 50);
-    let client = LabClient::connect(&lab.config)
-        .await
-        .expect("connect")
-        .with_timeout(Duration::from_secs(30));
+    let lab = InMemory::start(|c| c.handler_timeout_ms = 50);
+    let client = lab.client().with_timeout(Duration::from_secs(30));
     let err = client
         .run(job("long", 60_000))
         .await
@@ -430,8 +443,8 @@ async fn the_server_bounds_handlers_even_when_the_client_allows_more() {
 async fn a_full_connection_is_not_read_until_a_call_finishes() {
     // Two calls at once per connection: the third waits for a slot (backpressure), it is
     // not refused, and all three are answered.
-    let lab = start_with(|c| c.max_in_flight = 2);
-    let client = LabClient::connect(&lab.config).await.expect("connect");
+    let lab = InMemory::start(|c| c.max_in_flight = 2);
+    let client = lab.client();
     let calls: Vec<_> = (0..3)
         .map(|i| {
             let client = client.clone();
