@@ -237,7 +237,12 @@ async fn reflection_lists_the_services_and_returns_the_compiled_in_contract() {
     let names: Vec<&str> = info.services.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
         names,
-        ["test.Upper", "test.Count", "daemoneye.ipc.Reflection"]
+        [
+            "test.Upper",
+            "test.Count",
+            "daemoneye.ipc.Reflection",
+            "daemoneye.ipc.Health"
+        ]
     );
     assert_eq!(
         info.protocol_version,
