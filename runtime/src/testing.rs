@@ -37,6 +37,8 @@
 //! server.inject(Fault::DropAfter(2));
 //! assert_eq!(client.get().await?.n, 7); // idempotent: retried on a new connection
 //!
+//! // A fault applies to the next connection opened: a fresh client opens one.
+//! let client = CounterClient::from_client(server.client(CounterClient::DESCRIPTOR)?);
 //! server.inject(Fault::DropAfter(2));
 //! let error = client.add().await.unwrap_err(); // not idempotent: never sent twice
 //! assert!(matches!(error, IpcError::PeerClosed));
