@@ -1,7 +1,7 @@
-//! Throughput and latency of daemoneye-ipc against a bare Unix-socket floor.
+//! Throughput and latency of daemoneye-ipc against bare Unix-socket floors.
 //!
 //! ```text
-//! cargo run --release --example bench            # ~2 s per measurement
+//! cargo run --release --example bench            # ~2 s per measurement, ~35 s in all
 //! BENCH_SECS=5 cargo run --release --example bench
 //! cargo run --release --example bench -- 0.5    # seconds per measurement as an argument
 //! ```
@@ -14,22 +14,65 @@
 //! - **W3**: a small request answered with 1000 `ProcessRecord`s (~114 KB encoded); the
 //!   server clones its prebuilt list and returns it, so it is encoded on every call, as a
 //!   real handler's answer would be.
-//! - **raw-uds** (the floor): W1 and W3 over a bare `tokio::net::UnixStream`, with an
-//!   8-byte header (`u32` length, `u32` opcode), no protobuf, no CRC, no envelope, the
-//!   same payload sizes as the RPC.
+//! - **W3s**: the same 1000 records as a server stream of 10 items of 100 records; the
+//!   caller collects them into one `Vec`. Compared with unary W3.
+//! - **W4**: a server stream of 100,000 records (the W3 records, cycled), batched 1000
+//!   records per item as a real producer would (each item is the W3 answer's size);
+//!   **W4x1**: the same 100,000 records one per item. The server clones each item's
+//!   records from its prebuilt list, as W3 does; the caller decodes every item (the
+//!   `Streaming` does) and counts its records. Default config (`stream_window` 32).
 //!
-//! One line per measurement: `impl=<name> workload=<W1|W2|W3> calls_per_s p50_us p99_us
+//! The floors, in the same run:
+//!
+//! - **raw-uds**: W1, W3 and W4 over a bare `tokio::net::UnixStream`, with an 8-byte
+//!   header (`u32` length, `u32` opcode), no envelope, no CRC, no flow control, the same
+//!   payload sizes as the RPC. W1/W3 send pre-built bytes and are not decoded. For W4 the
+//!   server writes the very bytes of the RPC's items, pre-encoded, as length-prefixed
+//!   frames (for W4x1, 1000 frames per `write`, as a buffered writer would), and the
+//!   consumer reads each frame and **decodes** it with prost (`ProcessList::decode`) and
+//!   counts its records: the RPC pays the same decode, so the ratio shows the rest
+//!   (clone + encode on the server, the framework). **raw-uds-touch** W4 reads the same
+//!   frames and only folds their bytes (no decode): the socket's own limit.
+//! - **raw-mux** W2: 64 callers over one bare Unix socket, 8-byte header (`u32` length,
+//!   `u32` request id), a table of waiting callers (`Mutex<HashMap<id, oneshot::Sender>>`),
+//!   a writer task fed by an `mpsc` (batching what is queued into one write), and a reader
+//!   task routing each answer by id to its caller's `oneshot`. The server echoes each
+//!   frame, writing whenever its read buffer runs dry. No protobuf, as for W1.
+//! - **codec-limit** W3: in-process, no I/O, one thread: the work every protobuf
+//!   framework pays per W3 call, each step timed in its own loop: clone the W3 answer
+//!   (the handler's copy), prost-encode it, decode it (each copy dropped).
+//!   `calls_per_s` is 1 / (clone + encode + decode); p50/p99 are those of clone `i` +
+//!   encode `i` + decode `i`. (The same three steps in one loop take longer than their
+//!   sum with glibc's allocator, so that figure, printed on the `#` line before it, is
+//!   no limit: the RPC, which spreads them over two threads, beats it.)
+//!
+//! One line per measurement: `impl=<name> workload=<W> calls_per_s p50_us p99_us
 //! mb_per_s`, where `mb_per_s` counts payload bytes (the encoded request and response
-//! messages, not headers or envelopes) of both directions, MB = 10^6 bytes. Then one
-//! `ratio` line per workload that has a floor.
+//! messages or stream items, not headers or envelopes) of both directions, MB = 10^6
+//! bytes. Streaming lines add `records_per_s`, `items_per_s` and `records_per_item`; a
+//! "call" of W4 is one whole 100,000-record stream (its p50 is the stream's duration).
+//! Then one `ratio` line per comparison.
 
-use std::{error::Error, future::Future, time::Duration, time::Instant};
+use std::{
+    collections::HashMap,
+    error::Error,
+    future::Future,
+    hint::black_box,
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+    time::Duration,
+    time::Instant,
+};
 
-use daemoneye_ipc::{ipc_service, IpcConfig, Server, Status};
+use daemoneye_ipc::{ipc_service, IpcConfig, Server, ServerStream, Status};
 use daemoneye_proto::{prost::Message, ProcessList, ProcessRecord};
+use futures_util::StreamExt;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{UnixListener, UnixStream},
+    io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{unix::OwnedWriteHalf, UnixListener, UnixStream},
+    sync::{mpsc, oneshot},
 };
 
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -38,11 +81,24 @@ type BoxError = Box<dyn Error + Send + Sync>;
 const W2_TASKS: usize = 64;
 /// Process records in the W3 answer.
 const W3_RECORDS: usize = 1000;
+/// Records per item of the W3s stream.
+const W3S_PER_ITEM: usize = 100;
+/// Records in one W4 stream.
+const W4_RECORDS: usize = 100_000;
+/// Records per item of W4 (the W3 answer's size).
+const W4_PER_ITEM: usize = 1000;
 /// Largest raw-floor body either end accepts, in bytes.
 const RAW_MAX: usize = 1 << 20;
+/// Read buffer of the raw floors' buffered readers, in bytes.
+const RAW_BUFFER: usize = 64 * 1024;
 /// Raw-floor opcodes (the second `u32` of the raw header).
 const OP_SMALL: u32 = 1;
 const OP_LIST: u32 = 3;
+/// Requests for a W4 stream, 1000 records per item and one record per item.
+const OP_STREAM_BATCHED: u32 = 4;
+const OP_STREAM_SINGLE: u32 = 5;
+/// The opcode of each raw stream frame.
+const OP_ITEM: u32 = 6;
 
 /// The small message of W1/W2: an id of about 12 bytes and a number.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -55,6 +111,17 @@ pub struct Small {
     pub seq: u32,
 }
 
+/// What to stream: `records` records, `per_item` to an item.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StreamRequest {
+    /// Records in the whole stream.
+    #[prost(uint64, tag = "1")]
+    pub records: u64,
+    /// Records per item (the last item may hold fewer).
+    #[prost(uint64, tag = "2")]
+    pub per_item: u64,
+}
+
 /// The service under test.
 #[ipc_service(name = "bench.Bench")]
 pub trait Bench {
@@ -62,6 +129,13 @@ pub trait Bench {
     async fn echo(&self, req: Small) -> Result<Small, Status>;
     /// Returns the server's process list (1000 records).
     async fn list(&self, req: Small) -> Result<ProcessList, Status>;
+    /// Streams `req.records` of the server's records (cycling through its list), in
+    /// items of `req.per_item`.
+    async fn records(
+        &self,
+        req: StreamRequest,
+        tx: ServerStream<ProcessList>,
+    ) -> Result<(), Status>;
 }
 
 struct BenchImpl {
@@ -72,8 +146,31 @@ impl Bench for BenchImpl {
     async fn echo(&self, req: Small) -> Result<Small, Status> {
         Ok(req)
     }
+
     async fn list(&self, _req: Small) -> Result<ProcessList, Status> {
         Ok(self.list.clone())
+    }
+
+    async fn records(
+        &self,
+        req: StreamRequest,
+        mut tx: ServerStream<ProcessList>,
+    ) -> Result<(), Status> {
+        let all = &self.list.processes;
+        let per_item = usize::try_from(req.per_item.max(1))
+            .map_err(|_| Status::invalid_argument("per_item does not fit in memory"))?;
+        let records = usize::try_from(req.records)
+            .map_err(|_| Status::invalid_argument("records does not fit in memory"))?;
+        let mut sent = 0;
+        while sent < records {
+            let take = per_item.min(records - sent);
+            let processes = (sent..sent + take)
+                .map(|i| all[i % all.len()].clone())
+                .collect();
+            tx.send(ProcessList { processes }).await?;
+            sent += take;
+        }
+        Ok(())
     }
 }
 
@@ -131,8 +228,12 @@ struct Run {
     elapsed: Duration,
     /// Per-call latencies, sorted.
     latencies: Vec<Duration>,
-    /// Payload bytes per call, request plus response.
+    /// Payload bytes per call, request plus response (or stream items).
     bytes_per_call: usize,
+    /// Records per call (1 for W1/W2; W3's 1000 compare it with W4 per record).
+    records: usize,
+    /// For a stream: items per call.
+    items: Option<usize>,
 }
 
 impl Run {
@@ -143,11 +244,31 @@ impl Run {
             elapsed,
             latencies,
             bytes_per_call,
+            records: 1,
+            items: None,
+        }
+    }
+
+    /// Sets the records each call delivers.
+    fn records(mut self, records: usize) -> Self {
+        self.records = records;
+        self
+    }
+
+    /// Marks this run as a stream of `records` records in `items` items per call.
+    fn streaming(self, records: usize, items: usize) -> Self {
+        Self {
+            items: Some(items),
+            ..self.records(records)
         }
     }
 
     fn calls_per_s(&self) -> f64 {
         self.calls as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn records_per_s(&self) -> f64 {
+        self.calls_per_s() * self.records as f64
     }
 
     /// Nearest-rank percentile, in microseconds.
@@ -165,14 +286,40 @@ impl Run {
     }
 
     fn print(&self, implementation: &str, workload: &str) {
-        println!(
+        let mut line = format!(
             "impl={implementation} workload={workload} calls_per_s={:.1} p50_us={:.1} p99_us={:.1} mb_per_s={:.2}",
             self.calls_per_s(),
             self.percentile_us(50.0),
             self.percentile_us(99.0),
             self.mb_per_s()
         );
+        if let Some(items) = self.items {
+            line += &format!(
+                " records_per_s={:.0} items_per_s={:.0} records_per_item={}",
+                self.records_per_s(),
+                self.calls_per_s() * items as f64,
+                self.records / items.max(1)
+            );
+        }
+        println!("{line}");
     }
+}
+
+/// Prints `ratio workload=<W> <a>/<b>` with the ratio of each named quantity.
+fn print_ratio(workload: &str, names: (&str, &str), a: &Run, b: &Run, fields: &[&str]) {
+    let mut line = format!("ratio workload={workload} {}/{}", names.0, names.1);
+    for field in fields {
+        let value = match *field {
+            "calls_per_s" => a.calls_per_s() / b.calls_per_s(),
+            "records_per_s" => a.records_per_s() / b.records_per_s(),
+            "mb_per_s" => a.mb_per_s() / b.mb_per_s(),
+            "p50" => a.percentile_us(50.0) / b.percentile_us(50.0),
+            "p99" => a.percentile_us(99.0) / b.percentile_us(99.0),
+            _ => f64::NAN,
+        };
+        line += &format!(" {field}={value:.3}");
+    }
+    println!("{line}");
 }
 
 /// Runs `$call` (an expression awaiting one call, yielding `Result<_, BoxError>`) back to
@@ -238,8 +385,20 @@ where
     Ok((all, start.elapsed()))
 }
 
-/// The floor's server: answers each `[len][op]` frame with a prebuilt frame.
-async fn raw_server(listener: UnixListener, small: Vec<u8>, list: Vec<u8>) -> Result<(), BoxError> {
+/// What the raw floor's server answers, pre-built.
+struct RawReplies {
+    /// The W1 answer frame.
+    small: Vec<u8>,
+    /// The W3 answer frame.
+    list: Vec<u8>,
+    /// `W4_PER_ITEM` records as one frame: W4's item, written once per item.
+    batched: Vec<u8>,
+    /// The 1000 records as 1000 one-record frames: written `W4_RECORDS / 1000` times.
+    singles: Vec<u8>,
+}
+
+/// The floor's server: answers each `[len][op]` frame with prebuilt frames.
+async fn raw_server(listener: UnixListener, replies: RawReplies) -> Result<(), BoxError> {
     let (mut stream, _) = listener.accept().await?;
     let mut body = Vec::new();
     loop {
@@ -247,31 +406,64 @@ async fn raw_server(listener: UnixListener, small: Vec<u8>, list: Vec<u8>) -> Re
         if stream.read_exact(&mut header).await.is_err() {
             return Ok(()); // the client hung up
         }
-        let len = raw_len(&header)?;
-        let op = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let (len, op) = raw_header(&header)?;
         body.resize(len, 0);
         stream.read_exact(&mut body).await?;
-        let reply = if op == OP_LIST { &list } else { &small };
-        stream.write_all(reply).await?;
+        match op {
+            OP_LIST => stream.write_all(&replies.list).await?,
+            OP_STREAM_BATCHED => {
+                for _ in 0..W4_RECORDS / W4_PER_ITEM {
+                    stream.write_all(&replies.batched).await?;
+                }
+            }
+            OP_STREAM_SINGLE => {
+                for _ in 0..W4_RECORDS / W3_RECORDS {
+                    stream.write_all(&replies.singles).await?;
+                }
+            }
+            _ => stream.write_all(&replies.small).await?,
+        }
     }
 }
 
-/// The body length a raw header announces, refused above [`RAW_MAX`].
-fn raw_len(header: &[u8; 8]) -> Result<usize, BoxError> {
+/// The body length and the second word a raw header announces; the length is refused
+/// above [`RAW_MAX`].
+fn raw_header(header: &[u8; 8]) -> Result<(usize, u32), BoxError> {
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
     if len > RAW_MAX {
         return Err(format!("raw frame of {len} bytes exceeds {RAW_MAX}").into());
     }
-    Ok(len)
+    Ok((
+        len,
+        u32::from_le_bytes([header[4], header[5], header[6], header[7]]),
+    ))
+}
+
+/// `[u32 LE len][u32 LE op][body]` appended to `frame`.
+fn put_raw_frame(frame: &mut Vec<u8>, op: u32, body: &[u8]) {
+    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&op.to_le_bytes());
+    frame.extend_from_slice(body);
 }
 
 /// `[u32 LE len][u32 LE op][body]` as one buffer.
 fn raw_frame(op: u32, body: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(8 + body.len());
-    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&op.to_le_bytes());
-    frame.extend_from_slice(body);
+    put_raw_frame(&mut frame, op, body);
     frame
+}
+
+/// Reads one raw frame's body into `body`; returns its second header word.
+async fn read_raw_frame(
+    reader: &mut (impl AsyncRead + Unpin),
+    body: &mut Vec<u8>,
+) -> Result<u32, BoxError> {
+    let mut header = [0u8; 8];
+    reader.read_exact(&mut header).await?;
+    let (len, word) = raw_header(&header)?;
+    body.resize(len, 0);
+    reader.read_exact(body).await?;
+    Ok(word)
 }
 
 /// One raw round trip: send `request`, read one framed answer into `body`.
@@ -281,12 +473,131 @@ async fn raw_call(
     body: &mut Vec<u8>,
 ) -> Result<(), BoxError> {
     stream.write_all(request).await?;
-    let mut header = [0u8; 8];
-    stream.read_exact(&mut header).await?;
-    let len = raw_len(&header)?;
-    body.resize(len, 0);
-    stream.read_exact(body).await?;
+    read_raw_frame(stream, body).await?;
     Ok(())
+}
+
+/// How the raw W4 consumer handles each frame.
+#[derive(Clone, Copy, PartialEq)]
+enum Consume {
+    /// `ProcessList::decode` it and count its records, as the RPC's caller does.
+    Decode,
+    /// Fold its bytes (every byte is read; nothing is decoded).
+    Touch,
+}
+
+/// One raw W4 stream: request it, read `frames` frames, decode or touch each. Returns
+/// the records decoded (0 when only touching).
+async fn raw_stream(
+    stream: &mut UnixStream,
+    request: &[u8],
+    frames: usize,
+    consume: Consume,
+    body: &mut Vec<u8>,
+) -> Result<usize, BoxError> {
+    stream.write_all(request).await?;
+    let mut reader = BufReader::with_capacity(RAW_BUFFER, stream);
+    let (mut records, mut fold) = (0, 0u8);
+    for _ in 0..frames {
+        read_raw_frame(&mut reader, body).await?;
+        match consume {
+            Consume::Decode => records += ProcessList::decode(&body[..])?.processes.len(),
+            Consume::Touch => fold ^= body.iter().fold(0u8, |a, b| a ^ b),
+        }
+    }
+    if !reader.buffer().is_empty() {
+        return Err("raw stream: bytes after the last frame".into());
+    }
+    std::hint::black_box(fold);
+    Ok(records)
+}
+
+/// The raw multiplexer's client half: a table of waiting callers, a writer task and a
+/// reader task (the W2 floor).
+struct Mux {
+    outbound: mpsc::Sender<(u32, Vec<u8>)>,
+    waiting: Mutex<HashMap<u32, oneshot::Sender<Vec<u8>>>>,
+    next_id: AtomicU32,
+}
+
+impl Mux {
+    async fn connect(path: &std::path::Path) -> Result<Arc<Self>, BoxError> {
+        let (read_half, write_half) = UnixStream::connect(path).await?.into_split();
+        let (outbound, queue) = mpsc::channel(1024);
+        let mux = Arc::new(Self {
+            outbound,
+            waiting: Mutex::new(HashMap::new()),
+            next_id: AtomicU32::new(1),
+        });
+        tokio::spawn(mux_writer(write_half, queue));
+        tokio::spawn(mux_reader(read_half, Arc::downgrade(&mux)));
+        Ok(mux)
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u32, oneshot::Sender<Vec<u8>>>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends `body` under a fresh id and waits for the answer with that id.
+    async fn call(&self, body: Vec<u8>) -> Result<Vec<u8>, BoxError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (answer, receiver) = oneshot::channel();
+        self.waiting().insert(id, answer);
+        self.outbound
+            .send((id, body))
+            .await
+            .map_err(|_| "raw mux writer is gone")?;
+        Ok(receiver.await.map_err(|_| "raw mux reader is gone")?)
+    }
+}
+
+/// Writes whatever requests are queued as one buffer.
+async fn mux_writer(mut stream: OwnedWriteHalf, mut queue: mpsc::Receiver<(u32, Vec<u8>)>) {
+    let (mut batch, mut buffer) = (Vec::with_capacity(64), Vec::with_capacity(8 * 1024));
+    while queue.recv_many(&mut batch, 64).await > 0 {
+        for (id, body) in batch.drain(..) {
+            put_raw_frame(&mut buffer, id, &body);
+        }
+        if stream.write_all(&buffer).await.is_err() {
+            return;
+        }
+        buffer.clear();
+    }
+}
+
+/// Routes each answer to the caller waiting on its id.
+async fn mux_reader(stream: tokio::net::unix::OwnedReadHalf, mux: std::sync::Weak<Mux>) {
+    let mut reader = BufReader::with_capacity(RAW_BUFFER, stream);
+    loop {
+        let mut body = Vec::new();
+        let Ok(id) = read_raw_frame(&mut reader, &mut body).await else {
+            return;
+        };
+        let Some(mux) = mux.upgrade() else { return };
+        let waiter = mux.waiting().remove(&id);
+        if let Some(answer) = waiter {
+            let _ = answer.send(body);
+        }
+    }
+}
+
+/// The raw multiplexer's server: echoes each `[len][id]` frame, writing its answers
+/// whenever it has read everything that arrived.
+async fn mux_server(listener: UnixListener) -> Result<(), BoxError> {
+    let (stream, _) = listener.accept().await?;
+    let (read_half, mut write_half) = stream.into_split();
+    let mut reader = BufReader::with_capacity(RAW_BUFFER, read_half);
+    let (mut body, mut out) = (Vec::new(), Vec::with_capacity(RAW_BUFFER));
+    loop {
+        let Ok(id) = read_raw_frame(&mut reader, &mut body).await else {
+            return Ok(()); // the client hung up
+        };
+        put_raw_frame(&mut out, id, &body);
+        if reader.buffer().is_empty() || out.len() >= RAW_BUFFER {
+            write_half.write_all(&out).await?;
+            out.clear();
+        }
+    }
 }
 
 fn seconds_per_measurement() -> Result<f64, BoxError> {
@@ -303,29 +614,96 @@ fn seconds_per_measurement() -> Result<f64, BoxError> {
     }
 }
 
-/// Prints what the W3 answer costs in-process, without any socket: the handler's clone,
-/// one encode (the runtime encodes the handler's answer, then copies it into the
-/// envelope), one CRC32C (each end computes one) and the client's decode.
-fn w3_breakdown(list: &ProcessList) {
-    const ROUNDS: u32 = 200;
-    let time = |f: &mut dyn FnMut()| {
-        f();
-        let start = Instant::now();
-        for _ in 0..ROUNDS {
-            f();
+/// Times `step` back to back, each on its own: for `warmup` unrecorded, then for
+/// `duration`; returns each step's time, in order.
+fn time_steps(
+    warmup: Duration,
+    duration: Duration,
+    mut step: impl FnMut() -> Result<(), BoxError>,
+) -> Result<Vec<Duration>, BoxError> {
+    let end = Instant::now() + warmup;
+    while Instant::now() < end {
+        step()?;
+    }
+    let mut times = Vec::with_capacity(1 << 14);
+    let end = Instant::now() + duration;
+    loop {
+        let t = Instant::now();
+        if t >= end {
+            return Ok(times);
         }
-        start.elapsed().as_secs_f64() * 1e6 / f64::from(ROUNDS)
-    };
+        step()?;
+        times.push(t.elapsed());
+    }
+}
+
+fn mean_us(times: &[Duration]) -> f64 {
+    times.iter().sum::<Duration>().as_secs_f64() * 1e6 / times.len().max(1) as f64
+}
+
+/// The codec limit of W3, in-process, no I/O, on this thread: the work every protobuf
+/// framework does per W3 call. Times, each in its own loop for a third of `duration`:
+/// the handler's clone of the answer (and dropping it), prost-encoding it into a `Vec`
+/// (and dropping that), and decoding it (and dropping the result). Round `i` of the
+/// returned run is clone `i` + encode `i` + decode `i`, so its `calls_per_s` is
+/// 1 / (mean clone + mean encode + mean decode). Also prints the means, a CRC32C of the
+/// answer (each end of a real call computes one) and, for reference, the same three
+/// steps run in one loop.
+fn codec_limit(
+    list: &ProcessList,
+    warmup: Duration,
+    duration: Duration,
+    bytes_per_call: usize,
+) -> Result<Run, BoxError> {
+    let (warmup, duration) = (warmup / 3, duration / 3);
     let encoded = list.encode_to_vec();
-    let clone_us = time(&mut || drop(std::hint::black_box(list.clone())));
-    let encode_us = time(&mut || drop(std::hint::black_box(list.encode_to_vec())));
-    let crc_us = time(&mut || {
-        std::hint::black_box(daemoneye_ipc::Crc32Variant::Castagnoli.checksum(&encoded));
-    });
-    let decode_us = time(&mut || drop(std::hint::black_box(ProcessList::decode(&encoded[..]))));
+    let clone = time_steps(warmup, duration, || {
+        drop(black_box(black_box(list).clone()));
+        Ok(())
+    })?;
+    let encode = time_steps(warmup, duration, || {
+        drop(black_box(black_box(list).encode_to_vec()));
+        Ok(())
+    })?;
+    let decode = time_steps(warmup, duration, || {
+        drop(black_box(ProcessList::decode(black_box(&encoded[..]))?));
+        Ok(())
+    })?;
+    let crc = time_steps(Duration::ZERO, Duration::from_millis(20), || {
+        black_box(daemoneye_ipc::Crc32Variant::Castagnoli.checksum(black_box(&encoded)));
+        Ok(())
+    })?;
+    let one_loop = time_steps(Duration::ZERO, Duration::from_millis(300), || {
+        let answer = black_box(list).clone();
+        let encoded = answer.encode_to_vec();
+        drop(answer);
+        drop(black_box(ProcessList::decode(black_box(&encoded[..]))?));
+        Ok(())
+    })?;
     println!(
-        "# W3 in-process costs per call (no I/O): clone_us={clone_us:.1} encode_us={encode_us:.1} crc32c_us={crc_us:.1} decode_us={decode_us:.1}"
+        "# W3 in-process costs per call (no I/O, means): clone_us={:.1} encode_us={:.1} decode_us={:.1} crc32c_us={:.1}; \
+         the three in one loop: {:.1} us",
+        mean_us(&clone),
+        mean_us(&encode),
+        mean_us(&decode),
+        mean_us(&crc),
+        mean_us(&one_loop),
     );
+    let rounds = clone.len().min(encode.len()).min(decode.len());
+    let latencies: Vec<Duration> = (0..rounds)
+        .map(|i| clone[i] + encode[i] + decode[i])
+        .collect();
+    let elapsed = latencies.iter().sum();
+    Ok(Run::new(latencies, elapsed, bytes_per_call))
+}
+
+/// Checks that a stream delivered every record.
+fn expect_records(what: &str, got: usize, want: usize) -> Result<(), BoxError> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("{what} delivered {got} records, not {want}").into())
+    }
 }
 
 async fn run() -> Result<(), BoxError> {
@@ -341,17 +719,54 @@ async fn run() -> Result<(), BoxError> {
         seq: 123_456,
     };
     let small_bytes = small.encoded_len();
+    // The W4 items, exactly as the server sends them (and pre-encoded for the floor).
+    let w4_item = ProcessList {
+        processes: list.processes[..W4_PER_ITEM].to_vec(),
+    }
+    .encode_to_vec();
+    let singles: Vec<Vec<u8>> = list
+        .processes
+        .iter()
+        .map(|record| {
+            ProcessList {
+                processes: vec![record.clone()],
+            }
+            .encode_to_vec()
+        })
+        .collect();
+    let w4_items = W4_RECORDS / W4_PER_ITEM;
+    let w4_bytes = w4_items * w4_item.len();
+    let w4x1_bytes = W4_RECORDS / W3_RECORDS * singles.iter().map(Vec::len).sum::<usize>();
+    let batched_request = StreamRequest {
+        records: W4_RECORDS as u64,
+        per_item: W4_PER_ITEM as u64,
+    };
+    let single_request = StreamRequest {
+        records: W4_RECORDS as u64,
+        per_item: 1,
+    };
+    let w3s_request = StreamRequest {
+        records: W3_RECORDS as u64,
+        per_item: W3S_PER_ITEM as u64,
+    };
+    let stream_request_bytes = batched_request.encoded_len();
     println!(
-        "# payloads: small message {small_bytes} B; W3 response {} records = {list_bytes} B ({:.1} KB)",
+        "# payloads: small message {small_bytes} B; W3 response {} records = {list_bytes} B ({:.1} KB); \
+         W4 stream {W4_RECORDS} records = {w4_items} items of {} B ({:.1} MB), or {W4_RECORDS} items of ~{} B ({:.1} MB)",
         list.processes.len(),
-        list_bytes as f64 / 1e3
+        list_bytes as f64 / 1e3,
+        w4_item.len(),
+        w4_bytes as f64 / 1e6,
+        w4x1_bytes / W4_RECORDS,
+        w4x1_bytes as f64 / 1e6,
     );
     println!(
         "# {secs} s per measurement after {:.2} s warm-up; tokio multi-thread runtime, 2 workers",
         warmup.as_secs_f64()
     );
 
-    w3_breakdown(&list);
+    let codec = codec_limit(&list, warmup, duration, small_bytes + list_bytes)?;
+    codec.print("codec-limit", "W3");
 
     // --- daemoneye-ipc ------------------------------------------------------------
     let config = IpcConfig::with_endpoint(dir.path().join("bench.sock").to_string_lossy());
@@ -380,17 +795,60 @@ async fn run() -> Result<(), BoxError> {
     };
     concurrent(W2_TASKS, warmup, w2_call.clone()).await?;
     let (latencies, elapsed) = concurrent(W2_TASKS, duration, w2_call).await?;
-    Run::new(latencies, elapsed, 2 * small_bytes).print("daemoneye-ipc", "W2");
+    let ipc_w2 = Run::new(latencies, elapsed, 2 * small_bytes);
+    ipc_w2.print("daemoneye-ipc", "W2");
 
     let check = client.list(small.clone()).await?;
-    if check.processes.len() != W3_RECORDS {
-        return Err(format!("list returned {} records", check.processes.len()).into());
-    }
+    expect_records("W3", check.processes.len(), W3_RECORDS)?;
     let ipc_w3 = sequential!(warmup, duration, small_bytes + list_bytes, {
         client.list(small.clone()).await
     })
-    .await?;
+    .await?
+    .records(W3_RECORDS);
     ipc_w3.print("daemoneye-ipc", "W3");
+
+    // W3s: the W3 answer as a stream, collected into one list by the caller.
+    let w3s_call = || async {
+        let mut items = client.records(w3s_request.clone()).await?;
+        let mut processes = Vec::with_capacity(W3_RECORDS);
+        while let Some(item) = items.next().await {
+            processes.extend(item?.processes);
+        }
+        expect_records("W3s", processes.len(), W3_RECORDS)?;
+        Ok::<_, BoxError>(ProcessList { processes })
+    };
+    let ipc_w3s = sequential!(warmup, duration, stream_request_bytes + list_bytes, {
+        w3s_call().await
+    })
+    .await?
+    .streaming(W3_RECORDS, W3_RECORDS / W3S_PER_ITEM);
+    ipc_w3s.print("daemoneye-ipc", "W3s");
+
+    // W4: 100,000 records, the consumer decoding each item and counting its records.
+    let w4_call = |request: &StreamRequest| {
+        let request = request.clone();
+        let client = &client;
+        async move {
+            let mut items = client.records(request).await?;
+            let mut records = 0;
+            while let Some(item) = items.next().await {
+                records += item?.processes.len();
+            }
+            expect_records("W4", records, W4_RECORDS)
+        }
+    };
+    let ipc_w4 = sequential!(warmup, duration, stream_request_bytes + w4_bytes, {
+        w4_call(&batched_request).await
+    })
+    .await?
+    .streaming(W4_RECORDS, w4_items);
+    ipc_w4.print("daemoneye-ipc", "W4");
+    let ipc_w4x1 = sequential!(warmup, duration, stream_request_bytes + w4x1_bytes, {
+        w4_call(&single_request).await
+    })
+    .await?
+    .streaming(W4_RECORDS, W4_RECORDS);
+    ipc_w4x1.print("daemoneye-ipc", "W4x1");
 
     drop(client);
     let _ = stop.send(());
@@ -400,10 +858,18 @@ async fn run() -> Result<(), BoxError> {
     let path = dir.path().join("raw.sock");
     let listener = UnixListener::bind(&path)?;
     let small_body = vec![0x5a; small_bytes];
+    let mut singles_chunk = Vec::new();
+    for single in &singles {
+        put_raw_frame(&mut singles_chunk, OP_ITEM, single);
+    }
     let raw = tokio::spawn(raw_server(
         listener,
-        raw_frame(OP_SMALL, &small_body),
-        raw_frame(OP_LIST, &list.encode_to_vec()),
+        RawReplies {
+            small: raw_frame(OP_SMALL, &small_body),
+            list: raw_frame(OP_LIST, &list.encode_to_vec()),
+            batched: raw_frame(OP_ITEM, &w4_item),
+            singles: singles_chunk,
+        },
     ));
     let mut stream = UnixStream::connect(&path).await?;
     let mut body = Vec::new();
@@ -424,16 +890,72 @@ async fn run() -> Result<(), BoxError> {
         return Err(format!("raw W3 answer is {} bytes, not {list_bytes}", body.len()).into());
     }
     raw_w3.print("raw-uds", "W3");
+
+    let request_body = vec![0x5a; stream_request_bytes];
+    let batched = raw_frame(OP_STREAM_BATCHED, &request_body);
+    let raw_w4 = sequential!(warmup, duration, stream_request_bytes + w4_bytes, {
+        let records = raw_stream(&mut stream, &batched, w4_items, Consume::Decode, &mut body);
+        expect_records("raw W4", records.await?, W4_RECORDS)
+    })
+    .await?
+    .streaming(W4_RECORDS, w4_items);
+    raw_w4.print("raw-uds", "W4");
+    let raw_w4_touch = sequential!(warmup, duration, stream_request_bytes + w4_bytes, {
+        raw_stream(&mut stream, &batched, w4_items, Consume::Touch, &mut body).await
+    })
+    .await?
+    .streaming(W4_RECORDS, w4_items);
+    raw_w4_touch.print("raw-uds-touch", "W4");
+    let single = raw_frame(OP_STREAM_SINGLE, &request_body);
+    let raw_w4x1 = sequential!(warmup, duration, stream_request_bytes + w4x1_bytes, {
+        let records = raw_stream(&mut stream, &single, W4_RECORDS, Consume::Decode, &mut body);
+        expect_records("raw W4x1", records.await?, W4_RECORDS)
+    })
+    .await?
+    .streaming(W4_RECORDS, W4_RECORDS);
+    raw_w4x1.print("raw-uds", "W4x1");
     drop(stream);
     raw.await??;
 
-    for (workload, ipc, raw) in [("W1", &ipc_w1, &raw_w1), ("W3", &ipc_w3, &raw_w3)] {
-        println!(
-            "ratio workload={workload} daemoneye-ipc/raw-uds calls_per_s={:.3} p50={:.3}",
-            ipc.calls_per_s() / raw.calls_per_s(),
-            ipc.percentile_us(50.0) / raw.percentile_us(50.0)
-        );
-    }
+    // --- raw-mux floor (W2) -------------------------------------------------------
+    let path = dir.path().join("mux.sock");
+    let mux_serving = tokio::spawn(mux_server(UnixListener::bind(&path)?));
+    let mux = Mux::connect(&path).await?;
+    let mux_call = {
+        let (mux, small_body) = (mux.clone(), small_body.clone());
+        move || {
+            let (mux, request) = (mux.clone(), small_body.clone());
+            async move {
+                let answer = mux.call(request).await?;
+                if answer.len() != small_bytes {
+                    return Err("raw mux answer of the wrong size".into());
+                }
+                Ok(())
+            }
+        }
+    };
+    concurrent(W2_TASKS, warmup, mux_call.clone()).await?;
+    let (latencies, elapsed) = concurrent(W2_TASKS, duration, mux_call).await?;
+    let mux_w2 = Run::new(latencies, elapsed, 2 * small_bytes);
+    mux_w2.print("raw-mux", "W2");
+    drop(mux); // the writer's queue closes, the server sees the end, the reader ends
+    mux_serving.await??;
+
+    // --- ratios -------------------------------------------------------------------
+    let ipc = "daemoneye-ipc";
+    let latency = ["calls_per_s", "p50", "p99"];
+    let records = ["records_per_s", "mb_per_s"];
+    print_ratio("W1", (ipc, "raw-uds"), &ipc_w1, &raw_w1, &latency);
+    print_ratio("W2", (ipc, "raw-mux"), &ipc_w2, &mux_w2, &latency);
+    print_ratio("W3", (ipc, "raw-uds"), &ipc_w3, &raw_w3, &latency);
+    print_ratio("W3", (ipc, "codec-limit"), &ipc_w3, &codec, &latency);
+    let (w3, w3s, w4) = ("daemoneye-ipc-W3", "daemoneye-ipc-W3s", "daemoneye-ipc-W4");
+    print_ratio("W3s", (w3s, w3), &ipc_w3s, &ipc_w3, &latency);
+    print_ratio("W4", (ipc, "raw-uds"), &ipc_w4, &raw_w4, &records);
+    let touch = (ipc, "raw-uds-touch");
+    print_ratio("W4", touch, &ipc_w4, &raw_w4_touch, &records);
+    print_ratio("W4", (w4, w3), &ipc_w4, &ipc_w3, &["records_per_s"]);
+    print_ratio("W4x1", (ipc, "raw-uds"), &ipc_w4x1, &raw_w4x1, &records);
     Ok(())
 }
 
