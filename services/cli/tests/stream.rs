@@ -283,9 +283,12 @@ async fn watch_fails_when_the_collector_goes_away() {
         .expect("spawn watch"),
     );
     let lines = Lines::of(&mut watch.0);
-    let watch = tokio::task::spawn_blocking(move || {
+    // Keep reading the cli's stdout until it exits: with `--tree` of this test process,
+    // other tests' children make events too, and a closed pipe would end the cli early
+    // (EPIPE is a quiet exit 0, as for `| head`), not the collector going away.
+    let (watch, _lines) = tokio::task::spawn_blocking(move || {
         lines.wait_for("a first event", |_| true);
-        watch
+        (watch, lines)
     })
     .await
     .expect("join");
