@@ -723,8 +723,10 @@ pub enum SnapshotOutcome {
 /// the harness captures. Call it from a test:
 ///
 /// ```no_run
-/// # fn contract() -> daemoneye_ipc::Contract { unimplemented!() }
-/// daemoneye_ipc::compat::check_snapshot(&contract(), "schema/example.Echo.json").unwrap();
+/// use daemoneye_ipc::reflection::ReflectionClient;
+/// let contract = ReflectionClient::DESCRIPTOR.contract().expect("the contract builds");
+/// daemoneye_ipc::compat::check_snapshot(&contract, "schema/daemoneye.ipc.Reflection.json")
+///     .expect("compatible with the snapshot");
 /// ```
 ///
 /// A relative `path` is relative to the current directory, which `cargo test` sets to
@@ -931,10 +933,11 @@ fn compatible_changes(old: &Contract, new: &Contract) -> Vec<String> {
 /// for what passes, what fails and the `DAEMONEYE_UPDATE_SNAPSHOTS` variable.
 ///
 /// ```no_run
-/// # fn contract() -> daemoneye_ipc::Contract { unimplemented!() }
 /// #[test]
 /// fn contract_is_compatible() {
-///     daemoneye_ipc::assert_contract_snapshot!(contract(), "schema/example.Echo.json");
+///     use daemoneye_ipc::reflection::ReflectionClient;
+///     let contract = ReflectionClient::DESCRIPTOR.contract().expect("the contract builds");
+///     daemoneye_ipc::assert_contract_snapshot!(contract, "schema/daemoneye.ipc.Reflection.json");
 /// }
 /// ```
 #[macro_export]
