@@ -47,6 +47,14 @@ pub struct ServiceDescriptor {
     pub file_descriptor_set: &'static [u8],
 }
 
+/// A message's own name: the last segment of a Rust path (`a::b::Msg`) or a protobuf
+/// full name (`daemoneye.v1.Msg`), which is the protobuf message name for generated
+/// types. The contract fingerprint and the handshake compare messages by it, so that
+/// spelling a path differently changes nothing (the macro applies the same rule).
+pub(crate) fn message_name(type_name: &str) -> &str {
+    type_name.rsplit(['.', ':']).next().unwrap_or(type_name)
+}
+
 impl ServiceDescriptor {
     /// The method with wire id `id`.
     pub fn method(&self, id: u32) -> Option<&'static MethodDescriptor> {

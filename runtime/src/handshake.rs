@@ -25,6 +25,7 @@
 use bytes::Bytes;
 
 use crate::{
+    descriptor::message_name,
     envelope::{pb, Body, Envelope},
     Code, IpcConfig, IpcError, ServiceDescriptor, Status,
 };
@@ -63,11 +64,6 @@ fn signatures(service: &ServiceDescriptor) -> Vec<pb::MethodSignature> {
             server_streaming: method.server_streaming,
         })
         .collect()
-}
-
-/// The last path segment of a type name as written: the protobuf message name.
-fn message_name(type_name: &str) -> &str {
-    type_name.rsplit("::").next().unwrap_or(type_name)
 }
 
 /// Why the client's methods and the server's cannot work together, if they cannot.

@@ -26,6 +26,8 @@ use prost_reflect::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::descriptor::message_name;
+
 /// The request or response name of a method that takes or returns nothing.
 pub const NO_MESSAGE: &str = "()";
 
@@ -337,10 +339,6 @@ impl Contract {
     /// flags are not part of it: those are [`crate::compat`]'s job (a request moved to
     /// another package is `RPC_SAME_REQUEST_TYPE` there).
     pub fn hash(&self) -> u64 {
-        /// The message's own name: the last segment of a full name or a Rust path.
-        fn message_name(name: &str) -> &str {
-            name.rsplit(['.', ':']).next().unwrap_or(name)
-        }
         let mut methods: Vec<&MethodContract> = self.methods.iter().collect();
         methods.sort_by_key(|m| m.id);
         let mut text = format!("service={}\n", self.service);

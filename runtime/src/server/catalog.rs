@@ -51,6 +51,8 @@ impl<S: Service> DynService for S {
 pub(crate) struct Catalog<S> {
     pub(crate) primary: Arc<S>,
     pub(crate) others: Vec<Arc<dyn DynService>>,
+    /// Every service's descriptor, the primary first (what the hello may name).
+    descriptors: Vec<&'static ServiceDescriptor>,
 }
 
 impl<S: Service> Catalog<S> {
@@ -77,16 +79,20 @@ impl<S: Service> Catalog<S> {
             metrics: metrics.clone(),
         })));
         others.push(Arc::new(ReflectionServer::new(reflection::Served::new(
-            served, config,
+            served.clone(),
+            config,
         ))));
-        (Arc::new(Catalog { primary, others }), names)
+        let catalog = Catalog {
+            primary,
+            others,
+            descriptors: served,
+        };
+        (Arc::new(catalog), names)
     }
 
     /// Every service's descriptor, the primary first.
-    pub(crate) fn descriptors(&self) -> Vec<&'static ServiceDescriptor> {
-        std::iter::once(self.primary.descriptor())
-            .chain(self.others.iter().map(|other| other.descriptor()))
-            .collect()
+    pub(crate) fn descriptors(&self) -> &[&'static ServiceDescriptor] {
+        &self.descriptors
     }
 
     /// The service named `name`.

@@ -112,7 +112,7 @@ async fn open<S: Service>(
             return Opening::Closed;
         }
     };
-    let (reply, selected) = match handshake::check(first.clone(), &catalog.descriptors(), config) {
+    let (reply, selected) = match handshake::check(first.clone(), catalog.descriptors(), config) {
         Verdict::Accepted(descriptor, ack) => (
             Envelope::new(0, Body::HelloAck(ack)),
             catalog.select(descriptor.name),
