@@ -181,9 +181,7 @@ impl<S: Service> TestServer<S> {
                     Some(Fault::DropAfter(n)) => Some(n),
                     _ => None,
                 },
-                sent: 0,
-                header: Vec::with_capacity(HEADER_LEN),
-                body_left: 0,
+                sent: FrameCounter::default(),
             };
             Box::pin(async move { Ok(StreamHalf::from_io(reader, writer)) })
         });
@@ -365,17 +363,45 @@ impl<R: AsyncRead + Unpin> AsyncRead for FaultyReader<R> {
     }
 }
 
+/// Counts the frames in a byte stream as it passes, from their length headers.
+#[derive(Clone, Debug, Default)]
+struct FrameCounter {
+    /// Frames completed so far.
+    frames: usize,
+    /// The header of the frame under way, as far as it has come.
+    header: Vec<u8>,
+    /// Body bytes of the frame under way still to come.
+    body_left: usize,
+}
+
+impl FrameCounter {
+    /// Takes one more byte; says whether it completed a frame.
+    fn feed(&mut self, byte: u8) -> bool {
+        if self.body_left > 0 {
+            self.body_left -= 1;
+        } else {
+            self.header.push(byte);
+            if self.header.len() == HEADER_LEN {
+                let h = &self.header;
+                self.body_left = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+                self.header.clear();
+            }
+        }
+        let done = self.body_left == 0 && self.header.is_empty();
+        if done {
+            self.frames += 1;
+        }
+        done
+    }
+}
+
 /// The client's writing end: counts the frames it sends, breaks the connection after
 /// the `DropAfter` one, and fails once the connection is broken.
 struct FaultyWriter<W> {
     inner: W,
     broken: Arc<Broken>,
     drop_after: Option<usize>,
-    sent: usize,
-    /// The header of the frame being written, as far as it has been.
-    header: Vec<u8>,
-    /// Body bytes of the frame being written still to come.
-    body_left: usize,
+    sent: FrameCounter,
 }
 
 impl<W> FaultyWriter<W> {
@@ -385,47 +411,21 @@ impl<W> FaultyWriter<W> {
         let Some(limit) = self.drop_after else {
             return buf.len();
         };
-        let (mut sent, mut header, mut body_left) =
-            (self.sent, self.header.clone(), self.body_left);
-        for (index, byte) in buf.iter().enumerate() {
-            if body_left > 0 {
-                body_left -= 1;
-            } else {
-                header.push(*byte);
-                if header.len() == HEADER_LEN {
-                    body_left =
-                        u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-                    header.clear();
-                }
-            }
-            if body_left == 0 && header.is_empty() {
-                sent += 1;
-                if sent == limit {
-                    return index + 1;
-                }
-            }
-        }
-        buf.len()
+        let mut counter = self.sent.clone();
+        buf.iter()
+            .position(|byte| counter.feed(*byte) && counter.frames == limit)
+            .map_or(buf.len(), |index| index + 1)
     }
 
-    /// Counts the frames in `written`.
+    /// Counts the frames in `written`; breaks the connection at the `DropAfter` one.
     fn count(&mut self, written: &[u8]) {
         for byte in written {
-            if self.body_left > 0 {
-                self.body_left -= 1;
-            } else {
-                self.header.push(*byte);
-                if self.header.len() == HEADER_LEN {
-                    let h = &self.header;
-                    self.body_left = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
-                    self.header.clear();
-                }
-            }
-            if self.body_left == 0 && self.header.is_empty() {
-                self.sent += 1;
-            }
+            self.sent.feed(*byte);
         }
-        if self.drop_after.is_some_and(|limit| self.sent >= limit) {
+        if self
+            .drop_after
+            .is_some_and(|limit| self.sent.frames >= limit)
+        {
             self.broken.set();
         }
     }
