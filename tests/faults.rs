@@ -24,7 +24,7 @@ use daemoneye_ipc::{
     ipc_service, Code, IpcConfig, IpcError, MetricsSnapshot, Server, ServerMetrics, Status,
 };
 use prost::Message;
-use support::{frame, frame_with_crc, read_frame};
+use support::{frame, frame_with_crc, read_envelope, write_envelope};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::UnixStream,
@@ -235,21 +235,6 @@ fn echo_method() -> u32 {
 }
 
 // ---- raw frames, by hand ----------------------------------------------------------
-
-async fn write_envelope(stream: &mut UnixStream, envelope: &Envelope) {
-    stream
-        .write_all(&frame(&envelope.encode_to_vec()))
-        .await
-        .expect("write");
-}
-
-/// Reads one frame and decodes its envelope, checking the CRC.
-async fn read_envelope(stream: &mut UnixStream) -> Envelope {
-    let payload = tokio::time::timeout(PATIENCE, read_frame(stream))
-        .await
-        .expect("a frame within PATIENCE");
-    Envelope::decode(&payload[..]).expect("an envelope")
-}
 
 /// Connects without a handshake.
 async fn raw(harness: &Harness) -> UnixStream {

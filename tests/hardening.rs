@@ -20,7 +20,7 @@ use daemoneye_ipc::{
     ipc_service, Code, IpcConfig, IpcError, PeerPolicy, Server, ServerMetrics, Status,
 };
 use prost::Message;
-use support::{frame, read_frame};
+use support::{frame, read_envelope, write_envelope};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::UnixStream,
@@ -204,20 +204,6 @@ fn request(id: u64, job: &Job) -> Envelope {
             initial_credit: 0,
         }),
     )
-}
-
-async fn write_envelope(stream: &mut UnixStream, envelope: &Envelope) {
-    stream
-        .write_all(&frame(&envelope.encode_to_vec()))
-        .await
-        .expect("write");
-}
-
-async fn read_envelope(stream: &mut UnixStream) -> Envelope {
-    let payload = tokio::time::timeout(PATIENCE, read_frame(stream))
-        .await
-        .expect("a frame within PATIENCE");
-    Envelope::decode(&payload[..]).expect("an envelope")
 }
 
 /// Reads frames until the server closes the connection (at most `PATIENCE`); returns

@@ -3,10 +3,17 @@
 //! `[u32 LE length][u32 LE CRC32C of the payload][payload]`.
 #![allow(dead_code)] // each test binary uses a part
 
+use std::time::Duration;
+
+use daemoneye_ipc::envelope::Envelope;
+use prost::Message;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::UnixStream,
 };
+
+/// Upper bound for a frame the server is expected to send.
+pub const FRAME_PATIENCE: Duration = Duration::from_secs(10);
 
 /// One frame around `payload`, with the CRC given.
 pub fn frame_with_crc(payload: &[u8], crc: u32) -> Vec<u8> {
@@ -25,6 +32,23 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
 /// Writes one frame around `payload`.
 pub async fn write_frame(stream: &mut UnixStream, payload: &[u8]) {
     stream.write_all(&frame(payload)).await.expect("write");
+}
+
+/// Writes one envelope as a frame.
+pub async fn write_envelope(stream: &mut UnixStream, envelope: &Envelope) {
+    stream
+        .write_all(&frame(&envelope.encode_to_vec()))
+        .await
+        .expect("write");
+}
+
+/// Reads one frame (at most [`FRAME_PATIENCE`]), checking its CRC, and decodes its
+/// envelope.
+pub async fn read_envelope(stream: &mut UnixStream) -> Envelope {
+    let payload = tokio::time::timeout(FRAME_PATIENCE, read_frame(stream))
+        .await
+        .expect("a frame within FRAME_PATIENCE");
+    Envelope::decode(&payload[..]).expect("an envelope")
 }
 
 /// Reads one frame, checking its CRC; returns the payload.
