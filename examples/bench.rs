@@ -769,7 +769,7 @@ async fn run() -> Result<(), BoxError> {
     codec.print("codec-limit", "W3");
 
     // --- daemoneye-ipc ------------------------------------------------------------
-    let config = IpcConfig::with_endpoint(dir.path().join("bench.sock").to_string_lossy());
+    let config = IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "bench"));
     let server = Server::bind(&config, BenchServer::new(BenchImpl { list: list.clone() }))?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server.serve_with_shutdown(async {

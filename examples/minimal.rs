@@ -56,7 +56,8 @@ impl Greeter for MyGreeter {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 4. Serve on a Unix socket in a fresh temporary directory (removed on exit).
     let dir = tempfile::tempdir()?;
-    let config = IpcConfig::with_endpoint(dir.path().join("greeter.sock").to_string_lossy());
+    let config =
+        IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "greeter"));
     let server = Server::bind(&config, GreeterServer::new(MyGreeter))?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server.serve_with_shutdown(async {

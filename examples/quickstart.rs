@@ -33,7 +33,8 @@ async fn run() -> Result<(), Box<dyn Error>> {
     //    this demo from colliding with an installed procmond.
     let dir =
         tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-    let config = IpcConfig::with_endpoint(dir.path().join("procmond.sock").to_string_lossy());
+    let config =
+        IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "procmond"));
 
     // 2. Serve the collector. `#[ipc_service]` on the `ProcessCollector` trait generated
     //    `ProcessCollectorServer`, which routes each request to `SystemCollector`.

@@ -58,7 +58,7 @@ impl Calc for CalcImpl {
 }
 
 fn start(dir: &tempfile::TempDir) -> IpcConfig {
-    let config = IpcConfig::with_endpoint(dir.path().join("calc.sock").to_string_lossy());
+    let config = IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "calc"));
     let server = Server::bind(&config, CalcServer::new(CalcImpl::default())).expect("bind");
     tokio::spawn(server.serve());
     config
@@ -120,11 +120,7 @@ async fn handler_status_reaches_the_caller_and_the_connection_lives_on() {
 #[tokio::test]
 async fn no_server_names_the_endpoint() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let endpoint = dir
-        .path()
-        .join("nobody.sock")
-        .to_string_lossy()
-        .into_owned();
+    let endpoint = daemoneye_ipc::config::endpoint_in(dir.path(), "nobody");
     let err = CalcClient::connect(&IpcConfig::with_endpoint(&endpoint))
         .await
         .expect_err("nothing listens");
@@ -137,6 +133,7 @@ async fn no_server_names_the_endpoint() {
     assert!(err.to_string().contains(&endpoint));
 }
 
+#[cfg(unix)] // file modes and socket paths; tests/windows_pipes.rs has Windows' counterpart
 #[tokio::test]
 async fn endpoints_are_owner_only_and_unsafe_directories_are_refused() {
     use std::os::unix::fs::PermissionsExt;
@@ -159,7 +156,7 @@ async fn endpoints_are_owner_only_and_unsafe_directories_are_refused() {
     let open_dir = dir.path().join("open");
     std::fs::create_dir(&open_dir).expect("mkdir");
     std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    let config = IpcConfig::with_endpoint(open_dir.join("x.sock").to_string_lossy());
+    let config = IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(&open_dir, "x"));
     let err = Server::bind(&config, CalcServer::new(CalcImpl::default())).expect_err("unsafe dir");
     assert!(
         matches!(
@@ -191,6 +188,7 @@ async fn endpoints_are_owner_only_and_unsafe_directories_are_refused() {
     );
 }
 
+#[cfg(unix)] // a pipe leaves no file behind
 #[tokio::test]
 async fn a_stale_socket_file_is_replaced() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -114,7 +114,8 @@ struct Harness {
 impl Harness {
     fn start(edit: impl FnOnce(&mut IpcConfig)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = IpcConfig::with_endpoint(dir.path().join("faults.sock").to_string_lossy());
+        let mut config =
+            IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "faults"));
         edit(&mut config);
         let mut harness = Self {
             config,

@@ -97,7 +97,8 @@ impl Harness {
 
     fn start_with(edit: impl FnOnce(&mut IpcConfig), policy: PeerPolicy) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = IpcConfig::with_endpoint(dir.path().join("h.sock").to_string_lossy());
+        let mut config =
+            IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "h"));
         edit(&mut config);
         let started = Arc::new(AtomicUsize::new(0));
         let server = Server::bind(

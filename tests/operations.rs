@@ -79,7 +79,7 @@ struct Running {
 
 fn start() -> Running {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = IpcConfig::with_endpoint(dir.path().join("ops.sock").to_string_lossy());
+    let config = IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "ops"));
     let server = Server::bind(&config, ObservedServer::new(ObservedImpl)).expect("bind");
     let (metrics, health) = (server.metrics(), server.health());
     let serving = tokio::spawn(server.serve());

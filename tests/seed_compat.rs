@@ -8,14 +8,13 @@ use daemoneye_collector::{ProcessCollectorServer, SystemCollector};
 use daemoneye_ipc::{IpcConfig, Server};
 use daemoneye_proto::{DetectionResult, DetectionTask, HashCheck, ProcessFilter, TaskType};
 use prost::Message;
-use tokio::net::UnixStream;
 
 /// The seed's writer: `[u32 LE len][u32 LE crc32c][protobuf]`.
-async fn send(stream: &mut UnixStream, task: &DetectionTask) {
+async fn send(stream: &mut support::RawStream, task: &DetectionTask) {
     support::write_frame(stream, &task.encode_to_vec()).await;
 }
 
-async fn receive(stream: &mut UnixStream) -> DetectionResult {
+async fn receive(stream: &mut support::RawStream) -> DetectionResult {
     let payload = support::read_frame(stream).await;
     DetectionResult::decode(&payload[..]).expect("a bare DetectionResult")
 }
@@ -23,13 +22,12 @@ async fn receive(stream: &mut UnixStream) -> DetectionResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_era_agent_gets_bare_detection_results() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = IpcConfig::with_endpoint(dir.path().join("procmond.sock").to_string_lossy());
+    let config =
+        IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "procmond"));
     let server =
         Server::bind(&config, ProcessCollectorServer::new(SystemCollector::new())).expect("bind");
     tokio::spawn(server.serve());
-    let mut stream = UnixStream::connect(&config.endpoint_path)
-        .await
-        .expect("connect");
+    let mut stream = support::connect_raw(&config.endpoint_path).await;
 
     // Enumerate this process.
     let me = std::process::id();

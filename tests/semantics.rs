@@ -16,7 +16,7 @@ use std::{
 use daemoneye_ipc::{ipc_service, Code, IpcConfig, IpcError, Server, Status};
 use prost::Message;
 use support::{read_frame, write_frame};
-use tokio::{io::AsyncReadExt, net::UnixStream};
+use tokio::io::AsyncReadExt;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Job {
@@ -83,7 +83,8 @@ struct Lab1 {
 
 fn start_with(edit: impl FnOnce(&mut IpcConfig)) -> Lab1 {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = IpcConfig::with_endpoint(dir.path().join("lab.sock").to_string_lossy());
+    let mut config =
+        IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "lab"));
     edit(&mut config);
     let server = Server::bind(&config, LabServer::new(LabImpl(Arc::default()))).expect("bind");
     tokio::spawn(server.serve());
@@ -203,7 +204,7 @@ async fn another_service_is_refused_in_the_handshake() {
 #[tokio::test]
 async fn graceful_shutdown_finishes_calls_in_flight_and_removes_the_socket() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = IpcConfig::with_endpoint(dir.path().join("lab.sock").to_string_lossy());
+    let config = IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "lab"));
     let counters = Arc::new(Counters::default());
     let server = Server::bind(&config, LabServer::new(LabImpl(counters.clone()))).expect("bind");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -240,9 +241,7 @@ async fn graceful_shutdown_finishes_calls_in_flight_and_removes_the_socket() {
 #[tokio::test]
 async fn a_bare_peer_gets_bare_answers() {
     let lab = start_with(|_| {});
-    let mut stream = UnixStream::connect(&lab.config.endpoint_path)
-        .await
-        .expect("connect");
+    let mut stream = support::connect_raw(&lab.config.endpoint_path).await;
     for id in ["seed-1", "seed-2"] {
         write_frame(&mut stream, &job(id, 0).encode_to_vec()).await;
         let answer = Job::decode(&read_frame(&mut stream).await[..]).expect("a bare Job");
@@ -260,12 +259,10 @@ async fn a_non_hello_first_frame_to_a_service_without_bare_entry_is_refused() {
         }
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = IpcConfig::with_endpoint(dir.path().join("o.sock").to_string_lossy());
+    let config = IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "o"));
     let server = Server::bind(&config, OtherServer::new(Never)).expect("bind");
     tokio::spawn(server.serve());
-    let mut stream = UnixStream::connect(&config.endpoint_path)
-        .await
-        .expect("connect");
+    let mut stream = support::connect_raw(&config.endpoint_path).await;
     write_frame(&mut stream, b"\x0a\x03abc").await;
     let reply = daemoneye_ipc::envelope::Envelope::decode(&read_frame(&mut stream).await[..])
         .expect("an envelope");
@@ -283,7 +280,7 @@ async fn a_non_hello_first_frame_to_a_service_without_bare_entry_is_refused() {
 #[tokio::test]
 async fn a_client_reconnects_after_the_server_restarts() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = IpcConfig::with_endpoint(dir.path().join("lab.sock").to_string_lossy());
+    let config = IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "lab"));
     let serve = |stopped: tokio::sync::oneshot::Receiver<()>| {
         let server = Server::bind(&config, LabServer::new(LabImpl(Arc::default()))).expect("bind");
         tokio::spawn(server.serve_with_shutdown(async {
@@ -310,7 +307,7 @@ async fn a_client_reconnects_after_the_server_restarts() {
 #[tokio::test]
 async fn a_lazy_client_waits_for_a_server_that_starts_later() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = IpcConfig::with_endpoint(dir.path().join("late.sock").to_string_lossy());
+    let config = IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "late"));
     let client = LabClient::lazy(&config)
         .expect("valid config")
         .configure(|c| {
@@ -329,7 +326,8 @@ async fn a_lazy_client_waits_for_a_server_that_starts_later() {
 #[tokio::test]
 async fn a_call_in_flight_when_the_server_dies_is_not_retried_unless_idempotent() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = IpcConfig::with_endpoint(dir.path().join("lab.sock").to_string_lossy());
+    let mut config =
+        IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "lab"));
     config.drain_timeout_ms = 1;
     let counters = Arc::new(Counters::default());
     let server = Server::bind(&config, LabServer::new(LabImpl(counters.clone()))).expect("bind");
@@ -353,7 +351,7 @@ async fn a_call_in_flight_when_the_server_dies_is_not_retried_unless_idempotent(
 #[tokio::test]
 async fn the_circuit_opens_after_repeated_failures_and_fails_fast() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = IpcConfig::with_endpoint(dir.path().join("none.sock").to_string_lossy());
+    let config = IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "none"));
     let client = LabClient::lazy(&config).expect("valid").configure(|c| {
         c.with_retry_policy(daemoneye_ipc::RetryPolicy::never())
             .with_circuit_breaker(daemoneye_ipc::BreakerConfig {
@@ -394,14 +392,19 @@ impl Who for WhoImpl {
 #[tokio::test]
 async fn handlers_see_the_callers_identity() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = IpcConfig::with_endpoint(dir.path().join("who.sock").to_string_lossy());
+    let config = IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "who"));
     let server = Server::bind(&config, WhoServer::new(WhoImpl)).expect("bind");
     tokio::spawn(server.serve());
     let client = WhoClient::connect(&config).await.expect("connect");
     let me = client.who().await.expect("who");
-    // SAFETY: geteuid cannot fail.
-    let uid = unsafe { libc::geteuid() };
-    assert_eq!(me.millis, u64::from(uid));
+    #[cfg(unix)]
+    {
+        // SAFETY: geteuid cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        assert_eq!(me.millis, u64::from(uid));
+    }
+    #[cfg(windows)]
+    assert!(me.id.contains("sid=S-1-"), "{}", me.id);
     assert!(
         me.id.contains(&format!("pid={}", std::process::id())),
         "{}",
@@ -412,12 +415,19 @@ async fn handlers_see_the_callers_identity() {
 #[tokio::test]
 async fn a_peer_outside_the_policy_is_refused_before_any_request() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = IpcConfig::with_endpoint(dir.path().join("who.sock").to_string_lossy());
-    // Allow only a uid that is not ours (nor root's).
-    let stranger = unsafe { libc::geteuid() }.wrapping_add(12345).max(1);
+    let config = IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "who"));
+    // Allow only a user that is not us (nor root, SYSTEM or Administrators).
+    #[cfg(unix)]
+    let policy = {
+        // SAFETY: geteuid cannot fail.
+        let stranger = unsafe { libc::geteuid() }.wrapping_add(12345).max(1);
+        daemoneye_ipc::PeerPolicy::only_listed().allow_uid(stranger)
+    };
+    #[cfg(windows)]
+    let policy = daemoneye_ipc::PeerPolicy::only_listed().allow_sid("S-1-5-21-1-2-3-4242");
     let server = Server::bind(&config, WhoServer::new(WhoImpl))
         .expect("bind")
-        .with_peer_policy(daemoneye_ipc::PeerPolicy::only_listed().allow_uid(stranger));
+        .with_peer_policy(policy);
     tokio::spawn(server.serve());
     let err = WhoClient::connect(&config).await.expect_err("refused");
     match &err {

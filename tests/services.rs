@@ -117,7 +117,7 @@ mod v2_changed {
 }
 
 fn endpoint(dir: &tempfile::TempDir) -> IpcConfig {
-    IpcConfig::with_endpoint(dir.path().join("multi.sock").to_string_lossy())
+    IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "multi"))
 }
 
 #[tokio::test]
@@ -130,7 +130,7 @@ async fn two_services_on_one_endpoint_are_both_callable_and_a_third_is_refused()
         .expect("a second service");
     assert!(server.services().starts_with(&["test.Upper", "test.Count"]));
     let again = Server::bind(
-        &IpcConfig::with_endpoint(dir.path().join("other.sock").to_string_lossy()),
+        &IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "other")),
         UpperServer::new(UpperImpl),
     )
     .expect("bind")

@@ -1056,7 +1056,8 @@ fn soak_many_peers_at_once_leaves_nothing_behind() {
         .build()
         .expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = IpcConfig::with_endpoint(dir.path().join("soak.sock").to_string_lossy());
+    let mut config =
+        IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "soak"));
     config.max_connections = 64; // the soak runs about twenty at once: none is refused
     config.accept_timeout_ms = 2_000; // the slowloris waits this long
     config.call_timeout_ms = PATIENCE.as_millis() as u64;

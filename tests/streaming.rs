@@ -120,7 +120,8 @@ struct Harness {
 impl Harness {
     fn start(edit: impl FnOnce(&mut IpcConfig)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = IpcConfig::with_endpoint(dir.path().join("s.sock").to_string_lossy());
+        let mut config =
+            IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "s"));
         edit(&mut config);
         let observed = Arc::new(Observed::default());
         let server =

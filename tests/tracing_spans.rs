@@ -64,7 +64,7 @@ async fn each_call_has_a_span_with_its_context_and_outcome() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = IpcConfig::with_endpoint(dir.path().join("spans.sock").to_string_lossy());
+    let config = IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "spans"));
     let server = Server::bind(&config, ObservedServer::new(ObservedImpl)).expect("bind");
     let serving = tokio::spawn(server.serve());
     let client = ObservedClient::connect(&config).await.expect("connect");

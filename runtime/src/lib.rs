@@ -62,6 +62,8 @@ pub mod status;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transport;
+#[cfg(windows)]
+mod windows;
 
 pub use blocking::{BlockingJob, BlockingPool, CancelFlag};
 pub use bytes::Bytes;

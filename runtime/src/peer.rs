@@ -17,36 +17,60 @@
 //! planted by another user is refused with
 //! [`IpcError::PermissionDenied`](crate::IpcError::PermissionDenied) naming who serves it.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
+
+/// The SID of the LocalSystem account (`NT AUTHORITY\SYSTEM`), Windows' counterpart of
+/// root.
+pub const SYSTEM_SID: &str = "S-1-5-18";
 
 /// Who is on the other end of a connection, as the OS reports it at accept time.
 ///
-/// A field is `None` where the platform does not report it (Windows has no uid/gid).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// A field is `None` where the platform does not report it: Windows has no uid or gid,
+/// Unix has no SID.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PeerIdentity {
-    /// Effective user id of the peer process.
+    /// Effective user id of the peer process (Unix).
     pub uid: Option<u32>,
-    /// Effective group id of the peer process.
+    /// Effective group id of the peer process (Unix).
     pub gid: Option<u32>,
     /// Process id of the peer (informational: pids are reused, never authorise by it).
     pub pid: Option<u32>,
+    /// The user of the peer process's access token, as a string SID (`S-1-5-21-…`;
+    /// Windows). `None` also when the token could not be read.
+    pub sid: Option<Arc<str>>,
+    /// Whether the peer's token has `BUILTIN\Administrators` enabled, i.e. runs as an
+    /// elevated administrator (Windows).
+    pub administrator: Option<bool>,
 }
 
 impl fmt::Display for PeerIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let show = |v: Option<u32>| v.map_or_else(|| "?".to_owned(), |v| v.to_string());
-        write!(
-            f,
-            "uid={} gid={} pid={}",
-            show(self.uid),
-            show(self.gid),
-            show(self.pid)
-        )
+        match &self.sid {
+            Some(sid) => {
+                write!(f, "sid={sid} pid={}", show(self.pid))?;
+                if self.administrator == Some(true) {
+                    f.write_str(" (administrator)")?;
+                }
+                Ok(())
+            }
+            None => write!(
+                f,
+                "uid={} gid={} pid={}",
+                show(self.uid),
+                show(self.gid),
+                show(self.pid)
+            ),
+        }
     }
 }
 
 impl PeerIdentity {
-    /// Reads the credentials of the peer of `stream`.
+    /// Reads the credentials of the peer of `stream`: on Unix from the socket
+    /// (`SO_PEERCRED`, `getpeereid`); on Windows the peer's process id from the pipe
+    /// (`GetNamedPipeClientProcessId` / `GetNamedPipeServerProcessId`), then its user
+    /// and groups from that process's token (left `None` when the process may not be
+    /// queried).
     ///
     /// # Errors
     /// The OS error when the credentials cannot be read.
@@ -56,14 +80,46 @@ impl PeerIdentity {
         use interprocess::local_socket::traits::StreamCommon;
         let creds = stream.peer_creds()?;
         #[cfg(unix)]
-        let (uid, gid) = (creds.euid(), creds.egid());
-        #[cfg(not(unix))]
-        let (uid, gid) = (None, None);
-        Ok(PeerIdentity {
-            uid,
-            gid,
+        return Ok(PeerIdentity {
+            uid: creds.euid(),
+            gid: creds.egid(),
             pid: creds.pid().and_then(|pid| u32::try_from(pid).ok()),
-        })
+            ..PeerIdentity::default()
+        });
+        #[cfg(windows)]
+        {
+            let pid = creds.pid();
+            let token = pid.and_then(|pid| crate::windows::process_identity(pid).ok());
+            Ok(PeerIdentity {
+                pid,
+                sid: token.as_ref().map(|t| Arc::from(t.sid.as_str())),
+                administrator: token.map(|t| t.administrator),
+                ..PeerIdentity::default()
+            })
+        }
+    }
+
+    /// This process's own identity (for connections made in memory).
+    #[cfg(feature = "testing")]
+    pub(crate) fn this_process() -> PeerIdentity {
+        #[cfg(unix)]
+        return PeerIdentity {
+            uid: Some(euid()),
+            // SAFETY: getegid has no preconditions and cannot fail.
+            gid: Some(unsafe { libc::getegid() }),
+            pid: Some(std::process::id()),
+            ..PeerIdentity::default()
+        };
+        #[cfg(windows)]
+        {
+            let own = crate::windows::own_identity().ok();
+            PeerIdentity {
+                pid: Some(std::process::id()),
+                sid: own.map(|t| Arc::from(t.sid.as_str())),
+                administrator: own.map(|t| t.administrator),
+                ..PeerIdentity::default()
+            }
+        }
     }
 }
 
@@ -78,9 +134,12 @@ impl PeerIdentity {
 /// directory and the directories above it (besides the client's user and root).
 /// Allow-lists add uids and gids.
 ///
-/// On Windows the OS reports no uid or gid: the default policy then admits any peer
-/// (the pipe's security descriptor restricts access to the user), and a policy with
-/// allow-lists admits none.
+/// On Windows peers are told apart by the user SID of their process token: "this
+/// user" is this process's token user, and "root" is SYSTEM (`S-1-5-18`) or an elevated
+/// administrator (a token with `BUILTIN\Administrators` enabled), the same principals
+/// the server's pipe admits ([`bind`](crate::transport::bind)). Allow-lists add SIDs
+/// ([`allow_sid`](Self::allow_sid)); uid and gid lists match nothing there, and a peer
+/// whose token could not be read matches only [`any`](Self::any).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerPolicy {
     allow_any: bool,
@@ -88,6 +147,7 @@ pub struct PeerPolicy {
     allow_root: bool,
     uids: Vec<u32>,
     gids: Vec<u32>,
+    sids: Vec<String>,
 }
 
 impl Default for PeerPolicy {
@@ -105,6 +165,7 @@ impl PeerPolicy {
             allow_root: true,
             uids: Vec::new(),
             gids: Vec::new(),
+            sids: Vec::new(),
         }
     }
 
@@ -125,6 +186,7 @@ impl PeerPolicy {
             allow_root: false,
             uids: Vec::new(),
             gids: Vec::new(),
+            sids: Vec::new(),
         }
     }
 
@@ -137,6 +199,13 @@ impl PeerPolicy {
     /// Also accepts peers whose effective group is `gid`.
     pub fn allow_gid(mut self, gid: u32) -> Self {
         self.gids.push(gid);
+        self
+    }
+
+    /// Also accepts peers whose process token's user is `sid`, a string SID such as
+    /// `S-1-5-21-…-1001` (Windows; matches nothing on Unix).
+    pub fn allow_sid(mut self, sid: impl Into<String>) -> Self {
+        self.sids.push(sid.into());
         self
     }
 
@@ -180,12 +249,23 @@ impl PeerPolicy {
         if self.allow_any {
             return true;
         }
-        if cfg!(not(unix)) && peer.uid.is_none() && self.uids.is_empty() && self.gids.is_empty() {
-            // Windows: the pipe's security descriptor restricts access to the user.
-            return true;
+        if let Some(sid) = peer.sid.as_deref() {
+            return self.admits_sid(sid, peer.administrator == Some(true));
         }
         let gid_ok = peer.gid.is_some_and(|gid| self.gids.contains(&gid));
         peer.uid.is_some_and(|uid| self.admits_uid(uid, own_uid)) || gid_ok
+    }
+
+    /// Whether the policy admits a Windows peer running as `sid` (an elevated
+    /// administrator if `administrator`), for a process running as this one does.
+    fn admits_sid(&self, sid: &str, administrator: bool) -> bool {
+        #[cfg(windows)]
+        let same = crate::windows::own_identity().is_ok_and(|own| own.sid == sid);
+        #[cfg(not(windows))]
+        let same = false;
+        (self.allow_same_uid && same)
+            || (self.allow_root && (sid == SYSTEM_SID || administrator))
+            || self.sids.iter().any(|listed| listed == sid)
     }
 
     /// Whether the policy admits every peer ([`any`](Self::any)).
@@ -205,6 +285,7 @@ impl PeerPolicy {
     /// Who may own the directories on the path of a socket served by a peer this policy
     /// admits: this user, root, and the listed uids. This user and root could tamper
     /// with the endpoint anyway; a listed uid is a user trusted to serve it.
+    #[cfg(unix)]
     pub(crate) fn directory_owners(&self) -> PeerPolicy {
         PeerPolicy {
             allow_any: self.allow_any,
@@ -212,6 +293,7 @@ impl PeerPolicy {
             allow_root: true,
             uids: self.uids.clone(),
             gids: Vec::new(),
+            sids: Vec::new(),
         }
     }
 
@@ -222,16 +304,28 @@ impl PeerPolicy {
         }
         let mut who = Vec::new();
         if self.allow_same_uid {
-            who.push(match own_uid {
-                Some(uid) => format!("this user (uid {uid})"),
-                None => "this user".to_owned(),
+            #[cfg(windows)]
+            let own_sid = crate::windows::own_identity()
+                .ok()
+                .map(|own| own.sid.clone());
+            #[cfg(not(windows))]
+            let own_sid: Option<String> = None;
+            who.push(match (own_uid, own_sid) {
+                (Some(uid), _) => format!("this user (uid {uid})"),
+                (None, Some(sid)) => format!("this user ({sid})"),
+                (None, None) => "this user".to_owned(),
             });
         }
         if self.allow_root {
-            who.push("root".to_owned());
+            who.push(if cfg!(windows) {
+                "SYSTEM, Administrators".to_owned()
+            } else {
+                "root".to_owned()
+            });
         }
         who.extend(self.uids.iter().map(|uid| format!("uid {uid}")));
         who.extend(self.gids.iter().map(|gid| format!("gid {gid}")));
+        who.extend(self.sids.iter().cloned());
         match who.split_last() {
             None => "nobody".to_owned(),
             Some((last, [])) => last.clone(),
@@ -255,7 +349,7 @@ tokio::task_local! {
 /// }
 /// ```
 pub fn caller() -> Option<PeerIdentity> {
-    CALLER.try_with(|caller| *caller).ok()
+    CALLER.try_with(Clone::clone).ok()
 }
 
 /// Runs `call` with `identity` as its [`caller`].
@@ -290,6 +384,7 @@ mod tests {
             uid: Some(uid),
             gid: Some(gid),
             pid: Some(42),
+            ..PeerIdentity::default()
         }
     }
 
@@ -341,6 +436,7 @@ mod tests {
         assert_eq!(PeerPolicy::any().admitted(None), "anyone");
     }
 
+    #[cfg(unix)]
     #[test]
     fn directory_owners_are_this_user_root_and_listed_uids() {
         let owners = PeerPolicy::only_listed().allow_uid(7).directory_owners();

@@ -158,11 +158,7 @@ impl<S: Service> TestServer<S> {
                 .pop_front();
             let (client_io, server_io) = tokio::io::duplex(PIPE_BYTES);
             let (server_read, server_write) = tokio::io::split(server_io);
-            let identity = PeerIdentity {
-                uid: crate::peer::own_uid(),
-                gid: None,
-                pid: Some(std::process::id()),
-            };
+            let identity = PeerIdentity::this_process();
             let shared = Shared {
                 catalog: shared.catalog.clone(),
                 config: shared.config.clone(),

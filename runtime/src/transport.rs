@@ -27,10 +27,18 @@
 //!   race: the directory checks narrow who could have planted a socket; the
 //!   credentials say who did.
 //!
-//! On Windows, named pipes have no directory and the OS reports no uid: nothing is
-//! checked beyond what the pipe's security descriptor enforces, except that a client
-//! whose server policy lists uids or gids refuses every server (it cannot tell who
-//! serves).
+//! # Windows
+//!
+//! Endpoints are named pipes, `\\.\pipe\<name>` (see
+//! [`endpoint_in`](crate::config::endpoint_in) and
+//! [`default_endpoint_for`](crate::config::default_endpoint_for)). Pipes have no
+//! directory; instead [`bind`] creates the pipe with a security descriptor whose
+//! protected DACL admits only the server's own user, SYSTEM and Administrators (the
+//! counterpart of mode 0600), and with `FILE_FLAG_FIRST_PIPE_INSTANCE`, so a name that
+//! another process already serves is refused (`AddrInUse`) rather than shared (the
+//! counterpart of never stealing a live socket). Both ends identify the peer process by
+//! its pid and its token's user SID ([`PeerIdentity`]) and check it against their
+//! [`PeerPolicy`], as on Unix.
 
 use std::{
     io,
@@ -139,7 +147,37 @@ pub fn bind(config: &IpcConfig) -> Result<Listener, IpcError> {
         use interprocess::os::unix::local_socket::ListenerOptionsExt;
         options.mode(0o600)
     };
-    Ok(options.create_tokio()?)
+    #[cfg(windows)]
+    let options = {
+        use interprocess::os::windows::local_socket::ListenerOptionsExt;
+        // interprocess creates the first instance with FILE_FLAG_FIRST_PIPE_INSTANCE.
+        options.security_descriptor(crate::windows::pipe_security_descriptor()?)
+    };
+    match options.create_tokio() {
+        Ok(listener) => Ok(listener),
+        // Windows answers ERROR_ACCESS_DENIED when the first instance already exists.
+        #[cfg(windows)]
+        Err(e)
+            if e.kind() == io::ErrorKind::PermissionDenied
+                || e.kind() == io::ErrorKind::AddrInUse =>
+        {
+            Err(IpcError::Io(Arc::new(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("a server is already running at {endpoint} (the pipe exists: {e})"),
+            ))))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether `endpoint` is a named pipe path, `\\.\pipe\<name>` (case-insensitive;
+/// `\\?\pipe\` too), the only endpoints Windows serves.
+#[cfg(windows)]
+pub(crate) fn is_pipe_name(endpoint: &str) -> bool {
+    let lower = endpoint.to_ascii_lowercase();
+    [r"\\.\pipe\", r"\\?\pipe\"]
+        .iter()
+        .any(|prefix| lower.len() > prefix.len() && lower.starts_with(prefix))
 }
 
 /// Takes over a listening socket that a service manager created and passed down, as

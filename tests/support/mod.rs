@@ -7,10 +7,18 @@ use std::time::Duration;
 
 use daemoneye_ipc::envelope::Envelope;
 use prost::Message;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::UnixStream,
-};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// A raw connection to a server's endpoint (a Unix socket or a named pipe), with no
+/// handshake: what a hand-written or seed-era peer opens.
+pub type RawStream = interprocess::local_socket::tokio::Stream;
+
+/// Opens a raw connection to `endpoint`.
+pub async fn connect_raw(endpoint: &str) -> RawStream {
+    daemoneye_ipc::transport::connect(endpoint, FRAME_PATIENCE)
+        .await
+        .expect("connect")
+}
 
 /// Upper bound for a frame the server is expected to send.
 pub const FRAME_PATIENCE: Duration = Duration::from_secs(10);
@@ -30,12 +38,15 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
 }
 
 /// Writes one frame around `payload`.
-pub async fn write_frame(stream: &mut UnixStream, payload: &[u8]) {
+pub async fn write_frame(stream: &mut (impl AsyncRead + AsyncWrite + Unpin), payload: &[u8]) {
     stream.write_all(&frame(payload)).await.expect("write");
 }
 
 /// Writes one envelope as a frame.
-pub async fn write_envelope(stream: &mut UnixStream, envelope: &Envelope) {
+pub async fn write_envelope(
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    envelope: &Envelope,
+) {
     stream
         .write_all(&frame(&envelope.encode_to_vec()))
         .await
@@ -44,7 +55,7 @@ pub async fn write_envelope(stream: &mut UnixStream, envelope: &Envelope) {
 
 /// Reads one frame (at most [`FRAME_PATIENCE`]), checking its CRC, and decodes its
 /// envelope.
-pub async fn read_envelope(stream: &mut UnixStream) -> Envelope {
+pub async fn read_envelope(stream: &mut (impl AsyncRead + AsyncWrite + Unpin)) -> Envelope {
     let payload = tokio::time::timeout(FRAME_PATIENCE, read_frame(stream))
         .await
         .expect("a frame within FRAME_PATIENCE");
@@ -52,7 +63,7 @@ pub async fn read_envelope(stream: &mut UnixStream) -> Envelope {
 }
 
 /// Reads one frame, checking its CRC; returns the payload.
-pub async fn read_frame(stream: &mut UnixStream) -> Vec<u8> {
+pub async fn read_frame(stream: &mut (impl AsyncRead + AsyncWrite + Unpin)) -> Vec<u8> {
     let mut header = [0u8; 8];
     stream.read_exact(&mut header).await.expect("header");
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;

@@ -214,6 +214,17 @@ impl IpcConfig {
                 ),
             });
         }
+        #[cfg(windows)]
+        if !crate::transport::is_pipe_name(&self.endpoint_path) {
+            return Err(IpcError::Config {
+                field: "endpoint_path",
+                reason: format!(
+                    "{} is not a named pipe path: on Windows an endpoint is \\\\.\\pipe\\<name> \
+                     (see config::endpoint_in and default_endpoint_for)",
+                    self.endpoint_path
+                ),
+            });
+        }
         if self.max_frame_bytes == 0 || self.max_frame_bytes > u32::MAX as usize {
             return bad("max_frame_bytes", "must be between 1 and 4294967295");
         }
@@ -303,6 +314,35 @@ pub fn default_endpoint_for(name: &str) -> String {
     #[cfg(windows)]
     {
         format!(r"\\.\pipe\daemoneye\{name}")
+    }
+}
+
+/// A private endpoint named `name` that belongs to the directory `dir`, for tests,
+/// examples and other short-lived servers that already own a scratch directory (a
+/// `tempfile::TempDir`, say): two directories never share an endpoint.
+///
+/// - Unix: the socket `{dir}/{name}.sock` (inside `dir`, so it inherits the directory's
+///   permissions and goes away with it).
+/// - Windows: the pipe `\\.\pipe\daemoneye\{last component of dir}-{hash of dir}\{name}`
+///   (pipes live in their own namespace, not in the file system; the hash keeps two
+///   directories with the same last component apart).
+pub fn endpoint_in(dir: &std::path::Path, name: &str) -> String {
+    #[cfg(unix)]
+    {
+        dir.join(format!("{name}.sock"))
+            .to_string_lossy()
+            .into_owned()
+    }
+    #[cfg(windows)]
+    {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        dir.hash(&mut hasher);
+        let last = dir
+            .file_name()
+            .map(|last| last.to_string_lossy().replace(['\\', '/'], "-"))
+            .unwrap_or_default();
+        format!(r"\\.\pipe\daemoneye\{last}-{:016x}\{name}", hasher.finish())
     }
 }
 

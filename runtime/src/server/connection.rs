@@ -238,6 +238,7 @@ async fn serve_envelopes<S: Service>(
                     .as_ref()
                     .map(|stats| stats.start(request.payload.len()));
                 let span = call_span(&service, &request, id, &identity);
+                let caller = identity.clone();
                 let task = async move {
                     let running = metrics.call();
                     let call = async {
@@ -260,7 +261,7 @@ async fn serve_envelopes<S: Service>(
                             }
                         }
                     };
-                    let call = peer::with_caller(identity, call);
+                    let call = peer::with_caller(caller, call);
                     let outcome = Abortable::new(call, registration)
                         .instrument(span.clone())
                         .await;

@@ -102,7 +102,7 @@ fn endpoint_in(dir: &Path) -> IpcConfig {
     IpcConfig {
         // Short, so that a cycle with the server down fails quickly.
         call_timeout_ms: 2_000,
-        ..IpcConfig::with_endpoint(dir.join("procmond.sock").to_string_lossy())
+        ..IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(&dir, "procmond"))
     }
 }
 
@@ -219,6 +219,34 @@ async fn real_collector_cycle() {
     assert_eq!(summary.hashed + summary.failures, 1, "{summary:?}");
 }
 
+/// Asks process `pid` (a child not yet reaped) to stop: SIGTERM. Windows has no
+/// counterpart a test can send to a console-less child, so the tests that need it are
+/// Unix-only.
+#[cfg(unix)]
+fn terminate(pid: u32) {
+    let pid = libc::pid_t::try_from(pid).expect("pid");
+    // SAFETY: kill(2) with a pid we spawned and have not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+}
+
+#[cfg(not(unix))]
+fn terminate(pid: u32) {
+    panic!("no SIGTERM for process {pid} on this platform");
+}
+
+/// Kills process `pid` (a child not yet reaped), if it is still running.
+fn kill(pid: u32) {
+    #[cfg(unix)]
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: the child has not been reaped (wait has not returned).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    #[cfg(windows)]
+    let _ = Command::new("taskkill")
+        .args(["/F", "/PID", &pid.to_string()])
+        .status();
+}
+
 /// Runs the agent binary with `args`; once a line of its stderr contains `wait_for`
 /// (when given), sends it SIGTERM. Returns its exit status and whole stderr. Bounded:
 /// the agent is killed and the test fails after 30 s.
@@ -247,9 +275,7 @@ async fn agent_binary(args: Vec<String>, wait_for: Option<&'static str>) -> (Exi
                     }
                     log.push_str(&line);
                     if line.contains(marker) {
-                        let pid = libc::pid_t::try_from(child.id()).expect("pid");
-                        // SAFETY: kill(2) with a pid we spawned and have not reaped.
-                        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+                        terminate(child.id());
                         break;
                     }
                 }
@@ -261,10 +287,7 @@ async fn agent_binary(args: Vec<String>, wait_for: Option<&'static str>) -> (Exi
     match tokio::time::timeout(Duration::from_secs(30), run).await {
         Ok(outcome) => outcome.expect("join"),
         Err(_) => {
-            if let Ok(pid) = libc::pid_t::try_from(pid.load(Ordering::SeqCst)) {
-                // SAFETY: as above; the child has not been reaped (wait has not returned).
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+            kill(pid.load(Ordering::SeqCst));
             panic!("the agent did not finish within 30 s");
         }
     }
@@ -305,6 +328,7 @@ async fn binary_once_reports_the_cycle_and_its_failure() {
 }
 
 /// A failed cycle is one warning that says why once, and when the next try is.
+#[cfg(unix)] // stopped with SIGTERM
 #[tokio::test]
 async fn binary_says_once_why_a_cycle_failed() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -372,6 +396,7 @@ async fn binary_reads_the_configuration_file() {
     assert!(log.contains("max_conections"), "{log}");
 }
 
+#[cfg(unix)] // SIGTERM
 #[tokio::test]
 async fn binary_keeps_running_until_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -391,6 +416,7 @@ async fn binary_keeps_running_until_sigterm() {
 /// started, its executable hashed, then logged as exited once killed. A child started
 /// before the agent's first snapshot would go unseen, so each attempt starts a new one
 /// until one is reported.
+#[cfg(unix)] // SIGTERM
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_watch_logs_a_child_started_then_killed_and_hashes_it() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -98,7 +98,7 @@ impl ProcessCollector for Fake {
 /// Serves `service` on a socket in `dir`; returns the endpoint. The listener exists when
 /// this returns, so a client may connect at once.
 fn serve<T: ProcessCollector>(dir: &Path, service: T) -> String {
-    let endpoint = dir.join("procmond.sock").to_string_lossy().into_owned();
+    let endpoint = daemoneye_ipc::config::endpoint_in(&dir, "procmond");
     let config = IpcConfig::with_endpoint(endpoint.clone());
     let server = Server::bind(&config, ProcessCollectorServer::new(service)).expect("bind");
     tokio::spawn(server.serve());
@@ -363,7 +363,7 @@ async fn no_server_is_a_one_line_error_naming_the_endpoint() {
 #[tokio::test]
 async fn endpoint_comes_from_the_environment() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let endpoint = dir.path().join("env.sock").to_string_lossy().into_owned();
+    let endpoint = daemoneye_ipc::config::endpoint_in(dir.path(), "env");
     let out = tokio::task::spawn_blocking({
         let endpoint = endpoint.clone();
         move || {
@@ -415,8 +415,10 @@ async fn describe_needs_no_server() {
 async fn describe_and_docs_ask_a_running_server() {
     use daemoneye_collector::{ProcessCollectorServer, SystemCollector};
     let dir = tempfile::tempdir().expect("tempdir");
-    let config =
-        daemoneye_ipc::IpcConfig::with_endpoint(dir.path().join("live.sock").to_string_lossy());
+    let config = daemoneye_ipc::IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(
+        dir.path(),
+        "live",
+    ));
     let server =
         daemoneye_ipc::Server::bind(&config, ProcessCollectorServer::new(SystemCollector::new()))
             .expect("bind");

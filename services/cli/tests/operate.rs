@@ -65,7 +65,7 @@ fn collector() -> ProcessCollectorServer<SystemCollector> {
 
 /// Serves a collector at `dir/procmond.sock` with `config`'s settings; its health.
 fn serve_in(dir: &Path, config: IpcConfig) -> (String, HealthReporter) {
-    let endpoint = dir.join("procmond.sock").to_string_lossy().into_owned();
+    let endpoint = daemoneye_ipc::config::endpoint_in(&dir, "procmond");
     let config = IpcConfig {
         endpoint_path: endpoint.clone(),
         ..config
@@ -202,7 +202,7 @@ async fn health_check_verbose_shows_the_server_and_every_method() {
 async fn a_server_that_starts_late_is_waited_for() {
     let dir = tempfile::tempdir().expect("tempdir");
     let late = dir.path().to_owned();
-    let endpoint = late.join("procmond.sock").to_string_lossy().into_owned();
+    let endpoint = daemoneye_ipc::config::endpoint_in(&late, "procmond");
     let starter = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(500)).await;
         serve(&late)
@@ -221,7 +221,7 @@ async fn a_server_that_starts_late_is_waited_for() {
     // server waits for it (the README's two-process script).
     let dir = tempfile::tempdir().expect("tempdir");
     let late = dir.path().to_owned();
-    let endpoint = late.join("procmond.sock").to_string_lossy().into_owned();
+    let endpoint = daemoneye_ipc::config::endpoint_in(&late, "procmond");
     let starter = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
         serve(&late)
@@ -334,7 +334,7 @@ async fn ipc_test_passes_every_step_against_a_working_collector() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipc_test_names_a_missing_socket() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let endpoint = dir.path().join("none.sock").to_string_lossy().into_owned();
+    let endpoint = daemoneye_ipc::config::endpoint_in(dir.path(), "none");
     let out = cli(&["--endpoint", &endpoint, "ipc", "test"]).await;
     let failed = failed_step(&out);
     assert!(

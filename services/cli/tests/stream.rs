@@ -20,7 +20,7 @@ use daemoneye_proto::ProcessRecord;
 const PATIENCE: Duration = Duration::from_secs(30);
 
 fn serve(dir: &Path, collector: SystemCollector) -> String {
-    let endpoint = dir.join("procmond.sock").to_string_lossy().into_owned();
+    let endpoint = daemoneye_ipc::config::endpoint_in(&dir, "procmond");
     let config = IpcConfig::with_endpoint(endpoint.clone());
     let server = Server::bind(&config, ProcessCollectorServer::new(collector)).expect("bind");
     tokio::spawn(server.serve());

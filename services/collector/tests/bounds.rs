@@ -44,7 +44,8 @@ impl Served {
     /// `enumeration` jobs at once.
     fn start(hashing: usize, enumeration: usize) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = IpcConfig::with_endpoint(dir.path().join("collector.sock").to_string_lossy());
+        let config =
+            IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "collector"));
         let collector = SystemCollector::with_limits(
             BlockingPool::new(hashing),
             BlockingPool::new(enumeration),

@@ -70,7 +70,7 @@ async fn an_unreadable_process_table_is_not_serving_until_it_reads_again() {
         }
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = IpcConfig::with_endpoint(dir.path().join("c.sock").to_string_lossy());
+    let config = IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "c"));
     let collector = SystemCollector::from_config(&config).with_process_table(table);
     let mut states = collector.process_table();
     assert_eq!(*states.borrow_and_update(), TableState::Unknown);

@@ -53,7 +53,8 @@ struct Served {
 
 fn serve(table: Arc<Vec<ProcessRecord>>) -> Served {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = IpcConfig::with_endpoint(dir.path().join("collector.sock").to_string_lossy());
+    let config =
+        IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "collector"));
     let collector =
         SystemCollector::from_config(&config).with_process_table(move || table.as_ref().clone());
     let server = Server::bind(&config, ProcessCollectorServer::new(collector)).expect("bind");

@@ -238,7 +238,7 @@ async fn a_passed_socket_others_may_connect_to_is_refused() {
 
 /// Starts `procmond --endpoint DIR/p.sock ARGS` and waits until it serves.
 async fn started(dir: &Path, args: &[&str]) -> (Daemon, IpcConfig) {
-    let endpoint = dir.join("p.sock").to_string_lossy().into_owned();
+    let endpoint = daemoneye_ipc::config::endpoint_in(&dir, "p");
     let mut daemon = Daemon(
         procmond()
             .arg("--endpoint")
@@ -376,7 +376,7 @@ async fn an_unreadable_process_table_is_not_serving() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let endpoint = dir.path().join("p.sock").to_string_lossy().into_owned();
+    let endpoint = daemoneye_ipc::config::endpoint_in(dir.path(), "p");
     let probe = Command::new("unshare")
         .args(["-m", "sh", "-c", "mount -t tmpfs none /proc"])
         .output();
