@@ -54,7 +54,8 @@ impl Greeter for MyGreeter {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // 4. Serve on a Unix socket in a fresh temporary directory (removed on exit).
+    // 4. Serve on an endpoint of a fresh temporary directory (removed on exit): a Unix
+    //    socket inside it, or a named pipe on Windows.
     let dir = tempfile::tempdir()?;
     let config =
         IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "greeter"));
@@ -84,7 +85,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         other => println!("sum   -> unexpected {other:?}"),
     }
 
-    // 6. Shut down gracefully: calls in flight finish, the socket file is removed.
+    // 6. Shut down gracefully: calls in flight finish, the socket file is removed
+    //    (a pipe just closes).
     let _ = stop.send(());
     server.await??;
     Ok(())

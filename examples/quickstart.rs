@@ -5,7 +5,8 @@
 //! ```
 //!
 //! In production `procmond` serves the collector and `daemoneye-agent` calls it from
-//! another process; here both ends live in this program, connected by a real Unix socket.
+//! another process; here both ends live in this program, connected by a real Unix socket
+//! (a named pipe on Windows).
 
 use std::{error::Error, path::Path, process::ExitCode};
 
@@ -29,8 +30,9 @@ async fn main() -> ExitCode {
 
 async fn run() -> Result<(), Box<dyn Error>> {
     // 1. Pick an endpoint. `IpcConfig::default()` would use procmond's real socket
-    //    (/var/run/daemoneye/procmond.sock as root); a private temporary directory keeps
-    //    this demo from colliding with an installed procmond.
+    //    (/var/run/daemoneye/procmond.sock as root, \\.\pipe\daemoneye\procmond on
+    //    Windows); an endpoint of a private temporary directory keeps this demo from
+    //    colliding with an installed procmond.
     let dir =
         tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     let config =
@@ -45,7 +47,11 @@ async fn run() -> Result<(), Box<dyn Error>> {
         "  serving the ProcessCollector service on {}",
         config.endpoint_path
     );
-    println!("  (a Unix socket, mode 0600, in a directory only you can open)\n");
+    if cfg!(windows) {
+        println!("  (a named pipe only you, SYSTEM and Administrators can open)\n");
+    } else {
+        println!("  (a Unix socket, mode 0600, in a directory only you can open)\n");
+    }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server.serve_with_shutdown(async {
         let _ = stopped.await;
@@ -113,17 +119,21 @@ async fn run() -> Result<(), Box<dyn Error>> {
     );
 
     // 6. Shut down gracefully: the server stops accepting, lets calls in flight finish,
-    //    closes its connections and removes the socket file.
+    //    closes its connections and removes the socket file (a pipe just closes).
     drop(client);
     let _ = stop.send(());
     server
         .await
         .map_err(|e| format!("server task failed: {e}"))??;
-    let gone = !Path::new(&config.endpoint_path).exists();
-    println!(
-        "\nserver stopped; socket removed: {}",
-        if gone { "yes" } else { "no" }
-    );
+    if cfg!(unix) {
+        let gone = !Path::new(&config.endpoint_path).exists();
+        println!(
+            "\nserver stopped; socket removed: {}",
+            if gone { "yes" } else { "no" }
+        );
+    } else {
+        println!("\nserver stopped; pipe closed");
+    }
     Ok(())
 }
 

@@ -404,7 +404,7 @@ message HelloRequest {
         let read = compile(Builder::new(), dir.path(), &["greeter.proto"]).unwrap();
         assert_eq!(
             read.into_iter().collect::<Vec<_>>(),
-            [dir.path().join("proto/greeter.proto")]
+            [dir.path().join("proto").join("greeter.proto")]
         );
 
         let code = fs::read_to_string(dir.path().join("out/example.greeter.v1.rs")).unwrap();
@@ -488,7 +488,7 @@ message HelloRequest {
             "syntax = \"proto3\";\n\nmessage Broken {\n  string name = 1\n  int32 id = 2;\n}\n";
         let dir = project(&[("broken.proto", broken)]);
         let error = compile(Builder::new(), dir.path(), &["broken.proto"]).unwrap_err();
-        let path = dir.path().join("proto/broken.proto");
+        let path = dir.path().join("proto").join("broken.proto");
         assert_eq!(error.file(), Some(path.as_path()));
         let message = error.to_string();
         assert!(
@@ -504,7 +504,7 @@ message HelloRequest {
         let main = "syntax = \"proto3\";\nimport \"nowhere.proto\";\n";
         let dir = project(&[("main.proto", main)]);
         let error = compile(Builder::new(), dir.path(), &["main.proto"]).unwrap_err();
-        let path = dir.path().join("proto/main.proto");
+        let path = dir.path().join("proto").join("main.proto");
         assert_eq!(
             error.to_string(),
             format!("{}:2:1: import 'nowhere.proto' not found", path.display())
@@ -516,7 +516,7 @@ message HelloRequest {
         let main = "syntax = \"proto3\";\nmessage A {\n  Missing field = 1;\n}\n";
         let dir = project(&[("main.proto", main)]);
         let error = compile(Builder::new(), dir.path(), &["main.proto"]).unwrap_err();
-        let path = dir.path().join("proto/main.proto");
+        let path = dir.path().join("proto").join("main.proto");
         let message = error.to_string();
         assert!(
             message.starts_with(&format!("{}:3:3: ", path.display())),
@@ -529,7 +529,7 @@ message HelloRequest {
     fn a_file_outside_the_includes_or_missing_is_an_error_not_a_panic() {
         let dir = project(&[("greeter.proto", GREETER)]);
         let error = compile(Builder::new(), dir.path(), &["absent.proto"]).unwrap_err();
-        let absent = dir.path().join("proto/absent.proto");
+        let absent = dir.path().join("proto").join("absent.proto");
         assert!(
             error
                 .to_string()
@@ -565,7 +565,7 @@ message HelloRequest {
         let dir = project(&[("greeter.proto", GREETER)]);
         let error = Builder::new()
             .compile_files(
-                &[dir.path().join("proto/greeter.proto")],
+                &[dir.path().join("proto").join("greeter.proto")],
                 &[dir.path().join("proto")],
             )
             .unwrap_err();

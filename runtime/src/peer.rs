@@ -19,6 +19,13 @@
 
 use std::{fmt, sync::Arc};
 
+/// How messages name the superuser that [`PeerPolicy::same_user`] also admits.
+const ROOT: &str = if cfg!(windows) {
+    "SYSTEM/Administrators"
+} else {
+    "root"
+};
+
 /// The SID of the LocalSystem account (`NT AUTHORITY\SYSTEM`), Windows' counterpart of
 /// root.
 pub const SYSTEM_SID: &str = "S-1-5-18";
@@ -317,11 +324,7 @@ impl PeerPolicy {
             });
         }
         if self.allow_root {
-            who.push(if cfg!(windows) {
-                "SYSTEM, Administrators".to_owned()
-            } else {
-                "root".to_owned()
-            });
+            who.push(ROOT.to_owned());
         }
         who.extend(self.uids.iter().map(|uid| format!("uid {uid}")));
         who.extend(self.gids.iter().map(|gid| format!("gid {gid}")));
@@ -427,8 +430,10 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             refused,
-            "server process uid=65534 gid=65534 pid=42 is not trusted by this client's \
-             server policy (this user (uid 1000) or root)"
+            format!(
+                "server process uid=65534 gid=65534 pid=42 is not trusted by this client's \
+                 server policy (this user (uid 1000) or {ROOT})"
+            )
         );
         let listed = PeerPolicy::only_listed().allow_uid(7).allow_gid(8);
         assert_eq!(listed.admitted(Some(1)), "uid 7 or gid 8");

@@ -54,6 +54,16 @@ fn clear_env() {
     }
 }
 
+/// An endpoint this platform accepts, for values read back from files and variables:
+/// `/tmp/de-test/{name}.sock`, or the pipe `\\.\pipe\de-test\{name}` on Windows.
+fn ep(name: &str) -> String {
+    if cfg!(windows) {
+        format!(r"\\.\pipe\de-test\{name}")
+    } else {
+        format!("/tmp/de-test/{name}.sock")
+    }
+}
+
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
     let path = dir.path().join(name);
     std::fs::write(&path, text).unwrap();
@@ -75,19 +85,22 @@ fn toml_file_sets_a_subset_and_keeps_the_other_defaults() {
     let path = write(
         &dir,
         "ipc.toml",
-        r#"
-            # top-level layout
-            endpoint_path = "/tmp/de-test/a.sock"
+        &format!(
+            r#"
+            # top-level layout (a TOML literal string: no escapes)
+            endpoint_path = '{}'
             max_connections = 64
             read_timeout_ms = 1500
             crc32_variant = "IEEE"
         "#,
+            ep("a")
+        ),
     );
     let config = IpcConfig::load(Some(&path)).unwrap();
     assert_eq!(
         config,
         IpcConfig {
-            endpoint_path: "/tmp/de-test/a.sock".into(),
+            endpoint_path: ep("a"),
             max_connections: 64,
             read_timeout_ms: 1500,
             crc32_variant: Crc32Variant::Ieee,
@@ -116,10 +129,13 @@ fn yaml_file_at_top_level() {
     let path = write(
         &dir,
         "ipc.yaml",
-        "endpoint_path: /tmp/de-test/b.sock\nmax_frame_bytes: 65536\ncrc32_variant: crc32c\n",
+        &format!(
+            "endpoint_path: {}\nmax_frame_bytes: 65536\ncrc32_variant: crc32c\n",
+            ep("b")
+        ),
     );
     let config = IpcConfig::load(Some(&path)).unwrap();
-    assert_eq!(config.endpoint_path, "/tmp/de-test/b.sock");
+    assert_eq!(config.endpoint_path, ep("b"));
     assert_eq!(config.max_frame_bytes, 65536);
     assert_eq!(config.crc32_variant, Crc32Variant::Castagnoli);
     assert_eq!(config.write_timeout_ms, 10_000);
@@ -133,11 +149,13 @@ fn yaml_and_toml_files_nested_under_ipc_ignore_other_sections() {
     let yaml = write(
         &dir,
         "daemoneye.YML",
-        "ipc:\n  # Unix/macOS\n  endpoint_path: /tmp/custom-daemoneye.sock\n  \
-         write_timeout_ms: 2500\nlogging:\n  level: debug\n",
+        &format!(
+            "ipc:\n  endpoint_path: {}\n  write_timeout_ms: 2500\nlogging:\n  level: debug\n",
+            ep("custom")
+        ),
     );
     let config = IpcConfig::load(Some(&yaml)).unwrap();
-    assert_eq!(config.endpoint_path, "/tmp/custom-daemoneye.sock");
+    assert_eq!(config.endpoint_path, ep("custom"));
     assert_eq!(config.write_timeout_ms, 2500);
     assert_eq!(config.max_connections, 16);
 
@@ -286,33 +304,40 @@ fn environment_overrides_the_file() {
     let file = write(
         &dir,
         "ipc.toml",
-        "endpoint_path = \"/tmp/de-test/file.sock\"\nmax_connections = 4\nread_timeout_ms = 700\n",
+        &format!(
+            "endpoint_path = '{}'\nmax_connections = 4\nread_timeout_ms = 700\n",
+            ep("file")
+        ),
     );
 
     // Variables beat the file; fields neither sets keep their defaults.
     std::env::set_var("DAEMONEYE_MAX_CONNECTIONS", "32");
     std::env::set_var("DAEMONEYE_CRC32_VARIANT", "Ieee");
-    std::env::set_var("DAEMONEYE_ENDPOINT_PATH", "/tmp/de-test/env.sock");
+    std::env::set_var("DAEMONEYE_ENDPOINT_PATH", ep("env"));
     let config = IpcConfig::load(Some(&file)).unwrap();
     assert_eq!(config.max_connections, 32);
     assert_eq!(config.crc32_variant, Crc32Variant::Ieee);
-    assert_eq!(config.endpoint_path, "/tmp/de-test/env.sock");
+    assert_eq!(config.endpoint_path, ep("env"));
     assert_eq!(config.read_timeout_ms, 700);
     assert_eq!(config.write_timeout_ms, 10_000);
 
     // DAEMONEYE_ENDPOINT is an alias; DAEMONEYE_ENDPOINT_PATH wins over it.
-    std::env::set_var("DAEMONEYE_ENDPOINT", "/tmp/de-test/alias.sock");
+    std::env::set_var("DAEMONEYE_ENDPOINT", ep("alias"));
     let config = IpcConfig::load(Some(&file)).unwrap();
-    assert_eq!(config.endpoint_path, "/tmp/de-test/env.sock");
+    assert_eq!(config.endpoint_path, ep("env"));
     std::env::remove_var("DAEMONEYE_ENDPOINT_PATH");
     let config = IpcConfig::load(Some(&file)).unwrap();
-    assert_eq!(config.endpoint_path, "/tmp/de-test/alias.sock");
+    assert_eq!(config.endpoint_path, ep("alias"));
     let config = IpcConfig::load(None).unwrap();
-    assert_eq!(config.endpoint_path, "/tmp/de-test/alias.sock");
+    assert_eq!(config.endpoint_path, ep("alias"));
 
-    // Endpoint values are taken verbatim, even when they look like numbers.
-    std::env::set_var("DAEMONEYE_ENDPOINT", "12345");
-    assert_eq!(IpcConfig::load(None).unwrap().endpoint_path, "12345");
+    // Endpoint values are taken verbatim, even when they look like numbers (a bare
+    // number is a relative socket path on Unix, and no pipe name on Windows).
+    #[cfg(unix)]
+    {
+        std::env::set_var("DAEMONEYE_ENDPOINT", "12345");
+        assert_eq!(IpcConfig::load(None).unwrap().endpoint_path, "12345");
+    }
 
     // A blank variable counts as unset.
     std::env::set_var("DAEMONEYE_MAX_CONNECTIONS", "  ");

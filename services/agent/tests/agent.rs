@@ -102,7 +102,7 @@ fn endpoint_in(dir: &Path) -> IpcConfig {
     IpcConfig {
         // Short, so that a cycle with the server down fails quickly.
         call_timeout_ms: 2_000,
-        ..IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(&dir, "procmond"))
+        ..IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir, "procmond"))
     }
 }
 
@@ -373,11 +373,7 @@ async fn binary_reads_the_configuration_file() {
     assert!(log.contains("cycle complete"), "{log}");
 
     // A flag wins over the file.
-    let elsewhere = dir
-        .path()
-        .join("elsewhere.sock")
-        .to_string_lossy()
-        .into_owned();
+    let elsewhere = daemoneye_ipc::config::endpoint_in(dir.path(), "elsewhere");
     let args = ["--config", &file, "--endpoint", &elsewhere, "--once"]
         .map(str::to_owned)
         .to_vec();

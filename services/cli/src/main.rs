@@ -973,7 +973,7 @@ mod tests {
     fn relative_paths_become_absolute() {
         let absolute = absolute_utf8(Path::new("some/file")).expect("absolute");
         assert!(Path::new(&absolute).is_absolute());
-        assert!(absolute.ends_with("some/file"));
+        assert!(Path::new(&absolute).ends_with(Path::new("some").join("file")));
     }
 
     #[test]

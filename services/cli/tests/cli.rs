@@ -98,7 +98,7 @@ impl ProcessCollector for Fake {
 /// Serves `service` on a socket in `dir`; returns the endpoint. The listener exists when
 /// this returns, so a client may connect at once.
 fn serve<T: ProcessCollector>(dir: &Path, service: T) -> String {
-    let endpoint = daemoneye_ipc::config::endpoint_in(&dir, "procmond");
+    let endpoint = daemoneye_ipc::config::endpoint_in(dir, "procmond");
     let config = IpcConfig::with_endpoint(endpoint.clone());
     let server = Server::bind(&config, ProcessCollectorServer::new(service)).expect("bind");
     tokio::spawn(server.serve());
@@ -340,11 +340,7 @@ async fn hash_with_each_algorithm_matches_published_vectors() {
 #[tokio::test]
 async fn no_server_is_a_one_line_error_naming_the_endpoint() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let endpoint = dir
-        .path()
-        .join("nobody.sock")
-        .to_string_lossy()
-        .into_owned();
+    let endpoint = daemoneye_ipc::config::endpoint_in(dir.path(), "nobody");
 
     // --timeout-ms is the time allowed to connect: no server within it.
     let out = cli(
@@ -383,11 +379,7 @@ async fn endpoint_comes_from_the_environment() {
 #[tokio::test]
 async fn describe_needs_no_server() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let endpoint = dir
-        .path()
-        .join("nobody.sock")
-        .to_string_lossy()
-        .into_owned();
+    let endpoint = daemoneye_ipc::config::endpoint_in(dir.path(), "nobody");
     let out = cli(&["--endpoint", &endpoint, "describe"], None).await;
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     let stdout = text(&out.stdout);

@@ -65,7 +65,7 @@ fn collector() -> ProcessCollectorServer<SystemCollector> {
 
 /// Serves a collector at `dir/procmond.sock` with `config`'s settings; its health.
 fn serve_in(dir: &Path, config: IpcConfig) -> (String, HealthReporter) {
-    let endpoint = daemoneye_ipc::config::endpoint_in(&dir, "procmond");
+    let endpoint = daemoneye_ipc::config::endpoint_in(dir, "procmond");
     let config = IpcConfig {
         endpoint_path: endpoint.clone(),
         ..config
@@ -113,11 +113,7 @@ async fn health_check_exit_codes_serving_not_serving_and_no_server() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(text(&out.stdout).contains("SERVICE_UNKNOWN"), "{out:?}");
 
-    let nobody = dir
-        .path()
-        .join("nobody.sock")
-        .to_string_lossy()
-        .into_owned();
+    let nobody = daemoneye_ipc::config::endpoint_in(dir.path(), "nobody");
     let args = ["--endpoint", &nobody, "--timeout-ms", "200", "health-check"];
     let out = cli(&args).await;
     assert_eq!(out.status.code(), Some(2), "{out:?}");
@@ -239,11 +235,7 @@ async fn a_server_that_starts_late_is_waited_for() {
     let _server = starter.await.expect("started");
 
     // --wait that runs out: the last finding (unreachable), not a hang.
-    let nobody = dir
-        .path()
-        .join("nobody.sock")
-        .to_string_lossy()
-        .into_owned();
+    let nobody = daemoneye_ipc::config::endpoint_in(dir.path(), "nobody");
     let started = Instant::now();
     let out = cli(&["--endpoint", &nobody, "health-check", "--wait", "1"]).await;
     assert_eq!(out.status.code(), Some(2), "{out:?}");

@@ -20,7 +20,7 @@ use daemoneye_proto::ProcessRecord;
 const PATIENCE: Duration = Duration::from_secs(30);
 
 fn serve(dir: &Path, collector: SystemCollector) -> String {
-    let endpoint = daemoneye_ipc::config::endpoint_in(&dir, "procmond");
+    let endpoint = daemoneye_ipc::config::endpoint_in(dir, "procmond");
     let config = IpcConfig::with_endpoint(endpoint.clone());
     let server = Server::bind(&config, ProcessCollectorServer::new(collector)).expect("bind");
     tokio::spawn(server.serve());
@@ -251,11 +251,7 @@ async fn watch_reports_a_child_started_then_killed_as_json_lines_until_sigterm()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_fails_when_the_collector_goes_away() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let endpoint = dir
-        .path()
-        .join("procmond.sock")
-        .to_string_lossy()
-        .into_owned();
+    let endpoint = daemoneye_ipc::config::endpoint_in(dir.path(), "procmond");
     let config = IpcConfig {
         drain_timeout_ms: 100,
         ..IpcConfig::with_endpoint(endpoint.clone())

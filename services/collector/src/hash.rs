@@ -147,6 +147,12 @@ fn open_regular(path: &Path) -> Result<File, HashError> {
         use std::os::unix::fs::OpenOptionsExt;
         options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
     }
+    // Windows refuses to open a directory (ERROR_ACCESS_DENIED), and opening a pipe
+    // path (`\\.\pipe\…`) would connect to its server: look before opening there.
+    #[cfg(windows)]
+    if std::fs::metadata(path).is_ok_and(|metadata| !metadata.is_file()) {
+        return Err(HashError::NotAFile);
+    }
     let file = options.open(path).map_err(|error| HashError::Io {
         operation: "open",
         error,
@@ -376,7 +382,8 @@ mod tests {
         assert!(result.hash_value.is_empty());
         let message = result.error_message.expect("message");
         assert!(message.contains(&*path.to_string_lossy()), "{message}");
-        assert!(message.contains("No such file"), "{message}");
+        // ENOENT / ERROR_FILE_NOT_FOUND, in the OS's own words.
+        assert!(message.contains("(os error 2)"), "{message}");
     }
 
     #[test]

@@ -24,6 +24,11 @@ fn own_pid() -> u32 {
 
 fn own_exe() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
+    // Windows' canonical form is the verbatim `\\?\C:\…`, which no process listing uses;
+    // current_exe is already absolute there.
+    if cfg!(windows) {
+        return exe;
+    }
     exe.canonicalize().unwrap_or(exe)
 }
 
@@ -115,17 +120,36 @@ async fn filter_by_own_pid_returns_exactly_this_process() {
 #[tokio::test]
 async fn filter_by_pids_is_an_or_and_skips_missing_ones() {
     let collector = SystemCollector::new();
-    let parent = enumerate(&collector, by_pid(own_pid())).await[0]
-        .ppid
-        .expect("parent");
+    // A process Wine starts from Unix has no parent on the Windows side: a child that
+    // waits on its stdin (`cmd /c pause`) stands in for it.
+    let parent = enumerate(&collector, by_pid(own_pid())).await[0].ppid;
+    let mut child = match parent {
+        Some(_) => None,
+        None => Some(
+            std::process::Command::new("cmd")
+                .args(["/c", "pause"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn a child"),
+        ),
+    };
+    let other = parent
+        .or(child.as_ref().map(std::process::Child::id))
+        .expect("a parent or a child");
     let filter = ProcessFilter {
         // u32::MAX is never a valid pid.
-        pids: vec![own_pid(), parent, u32::MAX],
+        pids: vec![own_pid(), other, u32::MAX],
         ..ProcessFilter::default()
     };
-    let mut expected = vec![own_pid(), parent];
+    let found = pids(&enumerate(&collector, filter).await);
+    if let Some(child) = child.as_mut() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let mut expected = vec![own_pid(), other];
     expected.sort_unstable();
-    assert_eq!(pids(&enumerate(&collector, filter).await), expected);
+    assert_eq!(found, expected);
 }
 
 #[tokio::test]

@@ -238,7 +238,7 @@ async fn a_passed_socket_others_may_connect_to_is_refused() {
 
 /// Starts `procmond --endpoint DIR/p.sock ARGS` and waits until it serves.
 async fn started(dir: &Path, args: &[&str]) -> (Daemon, IpcConfig) {
-    let endpoint = daemoneye_ipc::config::endpoint_in(&dir, "p");
+    let endpoint = daemoneye_ipc::config::endpoint_in(dir, "p");
     let mut daemon = Daemon(
         procmond()
             .arg("--endpoint")
