@@ -5,7 +5,6 @@
 //! Every case ends by checking that the server still answers a normal call from a
 //! fresh generated client ([`assert_healthy`]): a fault may close the connection that
 //! carried it, never the server.
-#![cfg(unix)]
 
 mod support;
 
@@ -26,8 +25,7 @@ use daemoneye_ipc::{
 use prost::Message;
 use support::{frame, frame_with_crc, read_envelope, write_envelope};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::UnixStream,
+    io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
     sync::oneshot,
     task::JoinHandle,
 };
@@ -108,6 +106,8 @@ struct Harness {
     metrics: Arc<ServerMetrics>,
     stop: Option<oneshot::Sender<()>>,
     serving: Option<JoinHandle<Result<(), IpcError>>>,
+    /// Holds the socket (Unix); kept for its lifetime on every platform.
+    #[cfg_attr(not(unix), allow(dead_code))]
     dir: tempfile::TempDir,
 }
 
@@ -238,14 +238,14 @@ fn echo_method() -> u32 {
 // ---- raw frames, by hand ----------------------------------------------------------
 
 /// Connects without a handshake.
-async fn raw(harness: &Harness) -> UnixStream {
-    UnixStream::connect(harness.endpoint())
+async fn raw(harness: &Harness) -> daemoneye_ipc::transport::Stream {
+    daemoneye_ipc::transport::connect(harness.endpoint(), Duration::from_secs(10))
         .await
         .expect("raw connect")
 }
 
 /// Connects and completes the handshake by hand.
-async fn raw_after_handshake(harness: &Harness) -> UnixStream {
+async fn raw_after_handshake(harness: &Harness) -> daemoneye_ipc::transport::Stream {
     let mut stream = raw(harness).await;
     let hello = pb::Hello {
         magic: HELLO_MAGIC,
@@ -279,7 +279,7 @@ fn request(correlation_id: u64, method_id: u32, echo: &Echo) -> Envelope {
 /// Waits until the server closes `stream`; returns what it sent before closing and how
 /// long that took. A reset counts as closed (Linux resets a Unix socket whose peer
 /// closed with unread data queued).
-async fn expect_closed(stream: &mut UnixStream) -> (Vec<u8>, Duration) {
+async fn expect_closed(stream: &mut (impl AsyncRead + Unpin)) -> (Vec<u8>, Duration) {
     let started = Instant::now();
     let mut received = Vec::new();
     let read = async {
@@ -327,7 +327,7 @@ enum When {
     AfterHandshake,
 }
 
-async fn connect_for(harness: &Harness, when: When) -> UnixStream {
+async fn connect_for(harness: &Harness, when: When) -> daemoneye_ipc::transport::Stream {
     match when {
         When::FirstFrame => raw(harness).await,
         When::AfterHandshake => raw_after_handshake(harness).await,
@@ -454,12 +454,18 @@ async fn crc_mismatch_closes_only_that_connection() {
 
 // ---- 4. truncated frame, then the peer shuts down -------------------------------
 
+#[cfg(unix)] // a named pipe has no half-close: `shutdown` only flushes
 #[tokio::test]
 async fn truncated_frame_then_shutdown_is_a_clean_close() {
     let harness = Harness::start(|_| {});
     for when in [When::FirstFrame, When::AfterHandshake] {
         let before = harness.snapshot();
-        let mut stream = connect_for(&harness, when).await;
+        // interprocess's `shutdown` is a no-op: half-close through tokio's own type.
+        let daemoneye_ipc::transport::Stream::UdSocket(stream) = connect_for(&harness, when).await;
+        let stream = std::os::fd::OwnedFd::try_from(stream).expect("the socket's descriptor");
+        let stream = std::os::unix::net::UnixStream::from(stream);
+        stream.set_nonblocking(true).expect("nonblocking");
+        let mut stream = tokio::net::UnixStream::from_std(stream).expect("tokio stream");
         let mut partial = Vec::new();
         partial.extend_from_slice(&100u32.to_le_bytes());
         partial.extend_from_slice(&0u32.to_le_bytes());
@@ -665,7 +671,7 @@ async fn a_connection_flood_gets_explicit_busy_errors() {
         })
         .collect();
     let mut admitted = Vec::new();
-    let mut busy = 0;
+    let (mut busy, mut closed) = (0, 0);
     let mut other = Vec::new();
     for attempt in attempts {
         match attempt.await.expect("task") {
@@ -675,12 +681,20 @@ async fn a_connection_flood_gets_explicit_busy_errors() {
                 assert!(reason.contains("16 connections"), "{reason}");
                 busy += 1;
             }
+            // Windows (Wine): a refusal beyond the `max_connections` that get a task
+            // of their own is written without waiting and the pipe closed at once,
+            // which loses the unread status; the client sees the close.
+            Err(IpcError::PeerClosed) if cfg!(windows) => closed += 1,
             Err(error) => other.push(error),
         }
     }
     assert!(other.is_empty(), "neither admitted nor busy: {other:?}");
     assert_eq!(admitted.len(), LIMIT);
-    assert_eq!(busy, ATTEMPTS - LIMIT);
+    assert_eq!(busy + closed, ATTEMPTS - LIMIT);
+    assert!(
+        busy >= LIMIT,
+        "each refusal with a task of its own says why: {busy}"
+    );
     let metrics = harness.snapshot();
     assert_eq!(metrics.refused_busy, (ATTEMPTS - LIMIT) as u64);
     assert_eq!(metrics.connections_open, LIMIT as u64);
@@ -817,15 +831,19 @@ async fn ten_thousand_calls_with_random_deadlines_and_cancellations() {
 
 /// Set in the child process of [`a_peer_running_as_another_uid_is_refused`]: the
 /// endpoint the helper connects to.
+#[cfg(unix)] // uids
 const PEER_ENDPOINT_VAR: &str = "DAEMONEYE_FAULTS_PEER_ENDPOINT";
 /// The line prefix through which the helper reports its result.
+#[cfg(unix)] // uids
 const PEER_RESULT: &str = "PEER_RESULT:";
 /// The unprivileged uid and gid the child runs as ("nobody" on most distributions).
+#[cfg(unix)] // uids
 const NOBODY: u32 = 65534;
 
 /// Not a test: run by [`a_peer_running_as_another_uid_is_refused`] in a child process
 /// as another user. Connects to the endpoint named in the environment and prints the
 /// result.
+#[cfg(unix)] // uids
 #[tokio::test]
 #[ignore = "helper run as another uid by a_peer_running_as_another_uid_is_refused"]
 async fn peer_helper_connect_as_another_uid() {
@@ -845,6 +863,7 @@ async fn peer_helper_connect_as_another_uid() {
 
 /// Runs the helper test as `NOBODY` against `endpoint`; `None` when this system cannot
 /// switch users. Blocks: run it off the runtime that serves `endpoint`.
+#[cfg(unix)] // uids
 fn connect_as_nobody(endpoint: &str) -> Option<String> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().expect("test binary path");
@@ -887,6 +906,7 @@ fn connect_as_nobody(endpoint: &str) -> Option<String> {
 /// peer policy (same user or root) when those modes are loosened by hand. Both reach
 /// the client as `IpcError::PermissionDenied`. Needs root to start the peer under
 /// another uid; the policy itself is also tested without root in `semantics.rs`.
+#[cfg(unix)] // uids
 #[tokio::test]
 async fn a_peer_running_as_another_uid_is_refused() {
     // SAFETY: geteuid cannot fail.

@@ -2,7 +2,6 @@
 //! idle after a call and were never closed, a status too large for a frame, a client
 //! that never reads, a reused correlation id, a request crossing `GoAway`, a slow hello
 //! over the connection limit, and unbounded logging of refused peers.
-#![cfg(unix)]
 
 mod support;
 
@@ -23,7 +22,6 @@ use prost::Message;
 use support::{frame, read_envelope, write_envelope};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::UnixStream,
     sync::oneshot,
     task::JoinHandle,
 };
@@ -124,14 +122,17 @@ impl Harness {
         }
     }
 
-    async fn raw(&self) -> UnixStream {
-        UnixStream::connect(&self.config.endpoint_path)
-            .await
-            .expect("raw connect")
+    async fn raw(&self) -> daemoneye_ipc::transport::Stream {
+        daemoneye_ipc::transport::connect(
+            &self.config.endpoint_path,
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .expect("raw connect")
     }
 
     /// A raw connection that has completed the handshake.
-    async fn handshaken(&self) -> UnixStream {
+    async fn handshaken(&self) -> daemoneye_ipc::transport::Stream {
         let mut stream = self.raw().await;
         let hello = Envelope::new(
             0,
@@ -209,7 +210,7 @@ fn request(id: u64, job: &Job) -> Envelope {
 
 /// Reads frames until the server closes the connection (at most `PATIENCE`); returns
 /// them.
-async fn read_until_closed(stream: &mut UnixStream) -> Vec<Envelope> {
+async fn read_until_closed(stream: &mut daemoneye_ipc::transport::Stream) -> Vec<Envelope> {
     let mut bytes = Vec::new();
     let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut bytes)).await;
     assert!(read.is_ok(), "the server did not close the connection");
@@ -300,7 +301,7 @@ async fn a_client_that_never_reads_is_closed_at_the_write_timeout() {
         c.max_in_flight = 8;
     });
     let stream = harness.handshaken().await;
-    let (mut read_half, mut write_half) = stream.into_split();
+    let (mut read_half, mut write_half) = tokio::io::split(stream);
     let job = Job {
         answer_bytes: 64 * 1024,
         ..Job::default()

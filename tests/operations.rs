@@ -2,7 +2,6 @@
 //! Prometheus exposition and the built-in health service. (The tracing span per call is
 //! tested in `tracing_spans.rs`, alone in its process: tracing caches callsite interest
 //! process-wide, which a thread-local test subscriber cannot share with parallel tests.)
-#![cfg(unix)]
 
 use std::{
     sync::Arc,

@@ -1,7 +1,6 @@
 //! Several services on one endpoint, and what the handshake lets through between two
 //! builds of one service: a method only one side has is fine, a method whose types
 //! changed is refused with a reason naming it.
-#![cfg(unix)]
 
 use daemoneye_ipc::{ipc_service, Code, IpcConfig, IpcError, Server, Status};
 

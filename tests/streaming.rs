@@ -2,7 +2,6 @@
 //! limit, credit flow control (a stalled consumer suspends the producer), cancellation
 //! by drop, errors mid-stream, a server killed mid-stream, fairness with unary calls on
 //! the same connection, oversize items and deadlines.
-#![cfg(unix)]
 
 use std::{
     sync::{
@@ -397,7 +396,7 @@ async fn the_stream_deadline_bounds_the_whole_stream() {
 #[test]
 fn a_server_killed_mid_stream_ends_the_stream_with_an_error() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let endpoint = dir.path().join("killed.sock");
+    let endpoint = daemoneye_ipc::config::endpoint_in(dir.path(), "killed");
     let exe = std::env::current_exe().expect("test binary");
     let mut child = std::process::Command::new(exe)
         .args([
@@ -412,7 +411,7 @@ fn a_server_killed_mid_stream_ends_the_stream_with_an_error() {
         .expect("spawn the server process");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let outcome = runtime.block_on(async {
-        let config = IpcConfig::with_endpoint(endpoint.to_string_lossy());
+        let config = IpcConfig::with_endpoint(endpoint.as_str());
         let deadline = Instant::now() + PATIENCE;
         let client = loop {
             match StreamsClient::connect(&config).await {

@@ -1,6 +1,5 @@
 //! A tracing span per call, with its context and outcome, and a failed call logged once.
 //! Alone in its test binary: tracing caches callsite interest process-wide.
-#![cfg(unix)]
 
 use std::{
     io::Write,
@@ -89,7 +88,11 @@ async fn each_call_has_a_span_with_its_context_and_outcome() {
         "method=\"run\"",
         "correlation_id=",
         "peer_pid=",
-        "peer_uid=",
+        if cfg!(windows) {
+            "peer_sid=\"S-1-"
+        } else {
+            "peer_uid="
+        },
         "deadline_us=",
         "code=\"INVALID_ARGUMENT\"",
         "time.busy=",

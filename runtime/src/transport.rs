@@ -49,9 +49,14 @@ use std::{
 };
 
 use interprocess::local_socket::{
-    tokio::{prelude::*, Listener, Stream},
+    tokio::{prelude::*, Listener},
     GenericFilePath, ListenerOptions, Name,
 };
+
+/// A connection to a local endpoint: a Unix domain socket, or a named pipe on Windows
+/// (`interprocess`'s tokio local socket; `AsyncRead + AsyncWrite`). [`connect`] opens a
+/// raw one, with no handshake.
+pub use interprocess::local_socket::tokio::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::{peer::PeerIdentity, IpcConfig, IpcError, PeerPolicy};
@@ -150,6 +155,9 @@ pub fn bind(config: &IpcConfig) -> Result<Listener, IpcError> {
     #[cfg(windows)]
     let options = {
         use interprocess::os::windows::local_socket::ListenerOptionsExt;
+        if crate::windows::pipe_is_served(endpoint)? {
+            return Err(pipe_in_use(endpoint, "the pipe has instances"));
+        }
         // interprocess creates the first instance with FILE_FLAG_FIRST_PIPE_INSTANCE.
         options.security_descriptor(crate::windows::pipe_security_descriptor()?)
     };
@@ -161,13 +169,19 @@ pub fn bind(config: &IpcConfig) -> Result<Listener, IpcError> {
             if e.kind() == io::ErrorKind::PermissionDenied
                 || e.kind() == io::ErrorKind::AddrInUse =>
         {
-            Err(IpcError::Io(Arc::new(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("a server is already running at {endpoint} (the pipe exists: {e})"),
-            ))))
+            Err(pipe_in_use(endpoint, &e.to_string()))
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `AddrInUse`: another server already serves the pipe `endpoint`.
+#[cfg(windows)]
+fn pipe_in_use(endpoint: &str, detail: &str) -> IpcError {
+    IpcError::Io(Arc::new(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("a server is already running at {endpoint} ({detail})"),
+    )))
 }
 
 /// Whether `endpoint` is a named pipe path, `\\.\pipe\<name>` (case-insensitive;

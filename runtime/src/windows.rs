@@ -14,13 +14,14 @@ use std::{io, sync::OnceLock};
 use interprocess::os::windows::security_descriptor::SecurityDescriptor;
 use widestring::U16CString;
 use windows_sys::Win32::{
-    Foundation::{CloseHandle, LocalFree, HANDLE},
+    Foundation::{CloseHandle, LocalFree, ERROR_FILE_NOT_FOUND, ERROR_SEM_TIMEOUT, HANDLE},
     Security::{
         Authorization::ConvertSidToStringSidW, GetTokenInformation, IsWellKnownSid, TokenGroups,
         TokenUser, WinBuiltinAdministratorsSid, TOKEN_GROUPS, TOKEN_INFORMATION_CLASS, TOKEN_QUERY,
         TOKEN_USER,
     },
     System::{
+        Pipes::WaitNamedPipeW,
         SystemServices::SE_GROUP_ENABLED,
         Threading::{
             GetCurrentProcess, OpenProcess, OpenProcessToken, PROCESS_QUERY_LIMITED_INFORMATION,
@@ -166,4 +167,31 @@ pub(crate) fn pipe_security_descriptor() -> io::Result<SecurityDescriptor> {
     let sddl = U16CString::from_str(pipe_sddl(owner))
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     SecurityDescriptor::deserialize(&sddl)
+}
+
+/// Whether some server already has instances of the pipe `endpoint`: `WaitNamedPipeW`
+/// with a 1 ms wait succeeds when an instance is free, times out when all are busy,
+/// and fails with `ERROR_FILE_NOT_FOUND` when nobody serves the name. Nothing is
+/// connected. `transport::bind` asks this before creating the pipe because Wine
+/// ignores `FILE_FLAG_FIRST_PIPE_INSTANCE`; on Windows that flag still covers the
+/// moment between this question and the creation.
+///
+/// # Errors
+/// `InvalidInput` for a name with a NUL; any other failure of `WaitNamedPipeW`.
+pub(crate) fn pipe_is_served(endpoint: &str) -> io::Result<bool> {
+    let name = U16CString::from_str(endpoint)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `name` is a NUL-terminated wide string that outlives the call.
+    if unsafe { WaitNamedPipeW(name.as_ptr(), 1) } != 0 {
+        return Ok(true);
+    }
+    let error = io::Error::last_os_error();
+    match error
+        .raw_os_error()
+        .and_then(|code| u32::try_from(code).ok())
+    {
+        Some(ERROR_FILE_NOT_FOUND) => Ok(false),
+        Some(ERROR_SEM_TIMEOUT) => Ok(true),
+        _ => Err(error),
+    }
 }

@@ -360,6 +360,7 @@ fn call_span(
         correlation_id = id,
         peer_pid = peer.pid,
         peer_uid = peer.uid,
+        peer_sid = peer.sid.as_deref(),
         deadline_us = request.timeout_us,
         code = tracing::field::Empty,
     )

@@ -381,8 +381,10 @@ impl<S: Service> Server<S> {
 
 /// Answers a connection that is not admitted (busy, or not allowed) with `status` in
 /// place of the handshake answer, then closes it. The answer is written first, so a
-/// client whose hello is slow still learns why; then the hello is read (for at most
-/// `accept_timeout_ms`) so that closing does not reset a connection with unread data.
+/// client whose hello is slow still learns why; then what the client sends is read
+/// until it hangs up (for at most `accept_timeout_ms` in all), so that closing neither
+/// resets a connection with unread data (Unix) nor discards the answer before the
+/// client has read it (named pipes under Wine).
 async fn refuse(stream: Stream, status: Status, config: &IpcConfig) {
     let (read_half, write_half) = StreamHalf::pair(stream);
     let mut reader = FramedRead::new(read_half, config.frame_codec());
@@ -390,7 +392,7 @@ async fn refuse(stream: Stream, status: Status, config: &IpcConfig) {
     let refusal = Envelope::new(0, Body::Status(status.to_wire()));
     let exchange = async {
         if writer.send(refusal).await.is_ok() {
-            let _ = reader.next().await;
+            while let Some(Ok(_)) = reader.next().await {}
         }
     };
     let _ = tokio::time::timeout(config.accept_timeout(), exchange).await;

@@ -3,7 +3,6 @@
 //! other calls go on; a hash cut by its deadline stops and frees its slot), and request
 //! fields are bounded (`INVALID_ARGUMENT` with a short message, before any work), on the
 //! typed calls, on `run_task` and on the seed-era bare path alike.
-#![cfg(unix)]
 
 use std::{
     fs::File,
@@ -20,10 +19,7 @@ use daemoneye_ipc::{BlockingPool, Code, Crc32Variant, IpcConfig, IpcError, Serve
 use daemoneye_proto::{
     prost::Message, DetectionResult, DetectionTask, HashCheck, HashRequest, ProcessFilter, TaskType,
 };
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::UnixStream,
-};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Upper bound for anything awaited or polled here; never a speed requirement.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -262,7 +258,7 @@ async fn a_megabyte_pattern_is_invalid_argument_with_a_short_message() {
 }
 
 /// Writes one bare frame (`[u32 LE length][u32 LE CRC32C][payload]`) and reads one back.
-async fn bare_exchange(stream: &mut UnixStream, payload: &[u8]) -> Vec<u8> {
+async fn bare_exchange(stream: &mut daemoneye_ipc::transport::Stream, payload: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(payload.len() + 8);
     frame.extend_from_slice(&u32::try_from(payload.len()).expect("fits").to_le_bytes());
     frame.extend_from_slice(&Crc32Variant::Castagnoli.checksum(payload).to_le_bytes());
@@ -285,9 +281,12 @@ async fn bare_exchange(stream: &mut UnixStream, payload: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seed_era_agent_sending_a_megabyte_pattern_gets_a_short_failure() {
     let served = Served::start(2, 2);
-    let mut stream = UnixStream::connect(&served.config.endpoint_path)
-        .await
-        .expect("connect");
+    let mut stream = daemoneye_ipc::transport::connect(
+        &served.config.endpoint_path,
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .expect("connect");
     let task = DetectionTask {
         task_id: "bare-huge".to_owned(),
         task_type: TaskType::EnumerateProcesses as i32,

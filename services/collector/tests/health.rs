@@ -2,7 +2,6 @@
 //! read answers `NOT_SERVING` (for the whole server and for the collector's service)
 //! through the built-in health service, and `SERVING` again once a later read finds it,
 //! without any call in between (the collector reads it again by itself).
-#![cfg(unix)]
 
 use std::{
     sync::{

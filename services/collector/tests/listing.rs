@@ -4,7 +4,6 @@
 //! `enumerate_processes` refuses with a message naming `stream_processes`, and the
 //! seed's `ENUMERATE_PROCESSES` task gets `success: false`, on the typed path and on a
 //! seed-era bare connection alike. Also `VERIFY_EXECUTABLE` through `run_task`.
-#![cfg(unix)]
 
 use std::{sync::Arc, time::Duration};
 
@@ -14,13 +13,10 @@ use daemoneye_collector::{
 };
 use daemoneye_ipc::{Code, Crc32Variant, IpcConfig, IpcError, Server};
 use daemoneye_proto::{
-    prost::Message, DetectionResult, DetectionTask, ExecutableState, ProcessFilter, ProcessRecord,
+    prost::Message, DetectionResult, DetectionTask, ProcessFilter, ProcessRecord,
 };
 use futures_util::StreamExt;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::UnixStream,
-};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Upper bound for anything awaited here; never a speed requirement.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -179,7 +175,7 @@ async fn a_unary_listing_over_the_frame_limit_names_stream_processes() {
 }
 
 /// Writes one bare frame (`[u32 LE length][u32 LE CRC32C][payload]`) and reads one back.
-async fn bare_exchange(stream: &mut UnixStream, payload: &[u8]) -> Vec<u8> {
+async fn bare_exchange(stream: &mut daemoneye_ipc::transport::Stream, payload: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(payload.len() + 8);
     frame.extend_from_slice(&u32::try_from(payload.len()).expect("fits").to_le_bytes());
     frame.extend_from_slice(&Crc32Variant::Castagnoli.checksum(payload).to_le_bytes());
@@ -196,9 +192,12 @@ async fn bare_exchange(stream: &mut UnixStream, payload: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seed_era_enumeration_over_the_limit_is_a_failure_not_a_hang_up() {
     let served = serve(synthetic_host(2_000, 1024));
-    let mut stream = UnixStream::connect(&served.config.endpoint_path)
-        .await
-        .expect("connect");
+    let mut stream = daemoneye_ipc::transport::connect(
+        &served.config.endpoint_path,
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .expect("connect");
     let task = DetectionTask::new_enumerate_processes("seed-all", None);
     let answer = tokio::time::timeout(PATIENCE, bare_exchange(&mut stream, &task.encode_to_vec()))
         .await
@@ -240,7 +239,7 @@ async fn verify_executable_task_answers_through_run_task() {
     assert_eq!(result.task_id, "v-1");
     assert!(result.success, "{result:?}");
     let verify = result.verify_result.expect("verify_result");
-    assert_eq!(verify.state(), ExecutableState::Unchanged);
+    assert_eq!(verify.state(), daemoneye_proto::ExecutableState::Unchanged);
     assert_eq!(verify.algorithm, "blake3");
     assert_eq!(
         result
