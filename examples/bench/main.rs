@@ -52,6 +52,19 @@
 //! bytes. Streaming lines add `records_per_s`, `items_per_s` and `records_per_item`; a
 //! "call" of W4 is one whole 100,000-record stream (its p50 is the stream's duration).
 //! Then one `ratio` line per comparison.
+//!
+//! Last, heap figures, counted by a counting global allocator (`alloc.rs`) with the
+//! server on a runtime of its own (one worker thread, so each allocation is
+//! attributed to the side whose thread made it), untimed:
+//!
+//! - `alloc workload=<W1|W3> side=<client|server> allocs_per_call bytes_per_call`:
+//!   heap allocations (reallocations included) and bytes allocated per call, over
+//!   20,000 W1 calls and 200 W3 calls after a warm-up;
+//! - `memory workload=idle server_bytes_per_connection ...`: the server's live heap
+//!   bytes per connection with 1000 connections open, each past its handshake and
+//!   idle, and what the server still holds once they are closed.
+//!
+//! `BENCH_HEAP_ONLY=1` prints only the heap figures (a few seconds).
 
 use std::{
     collections::HashMap,
@@ -74,6 +87,12 @@ use tokio::{
     net::{unix::OwnedWriteHalf, UnixListener, UnixStream},
     sync::{mpsc, oneshot},
 };
+
+mod alloc;
+
+/// Counts heap allocations per side while [`alloc::set_counting`] is on.
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -765,6 +784,10 @@ async fn run() -> Result<(), BoxError> {
         warmup.as_secs_f64()
     );
 
+    if std::env::var_os("BENCH_HEAP_ONLY").is_some() {
+        return heap_figures(&heap_config(dir.path()), &list, &small).await;
+    }
+
     let codec = codec_limit(&list, warmup, duration, small_bytes + list_bytes)?;
     codec.print("codec-limit", "W3");
 
@@ -956,7 +979,132 @@ async fn run() -> Result<(), BoxError> {
     print_ratio("W4", touch, &ipc_w4, &raw_w4_touch, &records);
     print_ratio("W4", (w4, w3), &ipc_w4, &ipc_w3, &["records_per_s"]);
     print_ratio("W4x1", (ipc, "raw-uds"), &ipc_w4x1, &raw_w4x1, &records);
+
+    // --- heap: allocations per call, memory per idle connection ---------------------
+    heap_figures(&heap_config(dir.path()), &list, &small).await
+}
+
+/// The configuration of the heap measurements: room for the idle connections.
+fn heap_config(dir: &std::path::Path) -> IpcConfig {
+    IpcConfig {
+        max_connections: IDLE_CONNECTIONS + 16,
+        ..IpcConfig::with_endpoint(dir.join("heap.sock").to_string_lossy())
+    }
+}
+
+/// Calls counted in the allocation figures of W1.
+const ALLOC_W1_CALLS: u64 = 20_000;
+/// Calls counted in the allocation figures of W3.
+const ALLOC_W3_CALLS: u64 = 200;
+/// Idle connections opened to measure the server's memory per connection.
+const IDLE_CONNECTIONS: usize = 1000;
+
+/// Counts heap allocations per W1 and W3 call on each side, and the server's live heap
+/// bytes per idle connection, with the server on a runtime of its own (one worker,
+/// marked [`alloc::Side::Server`]) so that every allocation is attributed to the side
+/// whose thread made it. Prints one `alloc` line per workload and side and one `memory`
+/// line.
+async fn heap_figures(
+    config: &IpcConfig,
+    list: &ProcessList,
+    small: &Small,
+) -> Result<(), BoxError> {
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .on_thread_start(|| alloc::mark_thread(alloc::Side::Server))
+        .enable_all()
+        .build()?;
+    let server = {
+        // Registered with the server runtime's reactor.
+        let _enter = server_runtime.enter();
+        Server::bind(config, BenchServer::new(BenchImpl { list: list.clone() }))?
+    };
+    let metrics = server.metrics();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serving = server_runtime.spawn(server.serve_with_shutdown(async {
+        let _ = stopped.await;
+    }));
+    let result = heap_figures_against(config, &metrics, small).await;
+    let _ = stop.send(());
+    let served = serving.await;
+    server_runtime.shutdown_background();
+    result?;
+    served??;
     Ok(())
+}
+
+async fn heap_figures_against(
+    config: &IpcConfig,
+    metrics: &daemoneye_ipc::ServerMetrics,
+    small: &Small,
+) -> Result<(), BoxError> {
+    let client = BenchClient::connect(config).await?;
+    for _ in 0..1000 {
+        client.echo(small.clone()).await?;
+    }
+    client.list(small.clone()).await?;
+
+    let counted = |calls: u64, workload: &str, counts: alloc::Snapshot| {
+        for (side, c) in [("client", counts.client), ("server", counts.server)] {
+            println!(
+                "alloc workload={workload} side={side} allocs_per_call={:.2} bytes_per_call={:.0} calls={calls}",
+                c.allocs as f64 / calls as f64,
+                c.bytes as f64 / calls as f64,
+            );
+        }
+    };
+    alloc::set_counting(true);
+    let before = alloc::Snapshot::now();
+    for _ in 0..ALLOC_W1_CALLS {
+        client.echo(small.clone()).await?;
+    }
+    let w1 = alloc::Snapshot::now().since(&before);
+    let before = alloc::Snapshot::now();
+    for _ in 0..ALLOC_W3_CALLS {
+        client.list(small.clone()).await?;
+    }
+    let w3 = alloc::Snapshot::now().since(&before);
+    alloc::set_counting(false);
+    counted(ALLOC_W1_CALLS, "W1", w1);
+    counted(ALLOC_W3_CALLS, "W3", w3);
+    drop(client);
+    wait_for_connections(metrics, 0).await;
+
+    // Idle connections: each completed its handshake, none has a call in flight.
+    alloc::set_counting(true);
+    let before = alloc::Snapshot::now();
+    let mut idle = Vec::with_capacity(IDLE_CONNECTIONS);
+    for _ in 0..IDLE_CONNECTIONS {
+        idle.push(BenchClient::connect(config).await?);
+    }
+    wait_for_connections(metrics, IDLE_CONNECTIONS as u64).await;
+    // Let every connection's tasks reach their wait for the first request.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let open = alloc::Snapshot::now().since(&before);
+    drop(idle);
+    wait_for_connections(metrics, 0).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let closed = alloc::Snapshot::now().since(&before);
+    alloc::set_counting(false);
+    let n = IDLE_CONNECTIONS as f64;
+    println!(
+        "memory workload=idle connections={IDLE_CONNECTIONS} server_bytes_per_connection={:.0} \
+         client_bytes_per_connection={:.0} server_allocs_per_connection={:.1} \
+         server_bytes_left_after_close={}",
+        open.server.live() as f64 / n,
+        open.client.live() as f64 / n,
+        open.server.allocs as f64 / n,
+        closed.server.live(),
+    );
+    Ok(())
+}
+
+/// Waits until the server counts `open` connections (polling; the bench's own
+/// connections open and close within milliseconds).
+async fn wait_for_connections(metrics: &daemoneye_ipc::ServerMetrics, open: u64) {
+    while metrics.snapshot().connections_open != open {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 fn main() {
