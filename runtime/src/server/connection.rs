@@ -12,14 +12,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{
     future::{AbortHandle, Abortable},
     FutureExt, SinkExt, StreamExt,
 };
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::{
-    codec::{FramedRead, FramedWrite},
+    codec::{Encoder, FramedRead, FramedWrite},
     sync::CancellationToken,
 };
 use tracing::Instrument;
@@ -36,9 +36,31 @@ use crate::{
     handshake::{self, Verdict},
     metrics::ServerMetrics,
     peer::{self, PeerIdentity},
+    reply::{Answer, AnswerKind},
     transport::StreamHalf,
     Code, IpcConfig, IpcError, Status,
 };
+
+/// What the connection's writer sends: an envelope, or an answer whose payload it
+/// encodes straight into the frame.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    Envelope(Envelope),
+    Answer(Answer),
+}
+
+impl Encoder<Outgoing> for FrameCodec {
+    type Error = IpcError;
+
+    fn encode(&mut self, item: Outgoing, dst: &mut BytesMut) -> Result<(), IpcError> {
+        match item {
+            Outgoing::Envelope(envelope) => Encoder::<Envelope>::encode(self, envelope, dst),
+            Outgoing::Answer(answer) => {
+                self.encode_with(answer.encoded_len(), dst, |dst| answer.encode(dst))
+            }
+        }
+    }
+}
 
 /// A call in flight on this connection.
 struct CallEntry {
@@ -252,11 +274,12 @@ async fn serve_envelopes<S: Service>(
                                     metrics.clone(),
                                     stats,
                                 );
-                                run_stream(&service, request, sink, &metrics).await
+                                let end = run_stream(&service, request, sink, &metrics).await;
+                                Outgoing::Envelope(Envelope::new(id, end))
                             }
                             None => {
-                                run_call(&service, request, max_frame, handler_timeout, &metrics)
-                                    .await
+                                let limits = (max_frame, handler_timeout);
+                                run_call(&service, id, request, limits, &metrics).await
                             }
                         }
                     };
@@ -271,7 +294,7 @@ async fn serve_envelopes<S: Service>(
                             if let Some(record) = record {
                                 record.finish(code, bytes);
                             }
-                            let _ = outbound.send(Envelope::new(id, answer)).await;
+                            let _ = outbound.send(answer).await;
                         }
                         Err(_aborted) => {
                             metrics.cancelled();
@@ -316,7 +339,8 @@ async fn serve_envelopes<S: Service>(
             // before closing (every call in flight fails with this status). After a
             // framing error nothing is said: the peer's boundaries cannot be trusted.
             let status = Status::failed_precondition(format!("protocol error: {error}"));
-            let _ = outbound.try_send(Envelope::new(0, Body::Status(status.to_wire())));
+            let status = Envelope::new(0, Body::Status(status.to_wire()));
+            let _ = outbound.try_send(Outgoing::Envelope(status));
         }
     }
     if draining {
@@ -326,7 +350,8 @@ async fn serve_envelopes<S: Service>(
             reason: "server is shutting down".to_owned(),
             last_correlation_id: last_read,
         };
-        let _ = outbound.try_send(Envelope::new(0, Body::GoAway(go_away)));
+        let go_away = Envelope::new(0, Body::GoAway(go_away));
+        let _ = outbound.try_send(Outgoing::Envelope(go_away));
     } else {
         // Nobody is left to read the answers: stop the handlers now.
         for (_, call) in lock(&calls).drain() {
@@ -365,11 +390,15 @@ fn call_span(
 }
 
 /// A call's status code and answer size, from its answer.
-fn outcome_of(answer: &Body) -> (Code, usize) {
+fn outcome_of(answer: &Outgoing) -> (Code, usize) {
+    let answer = match answer {
+        Outgoing::Answer(answer) => return (Code::Ok, answer.reply.len()),
+        Outgoing::Envelope(envelope) => envelope.body.as_ref(),
+    };
     match answer {
-        Body::Response(response) => (Code::Ok, response.payload.len()),
-        Body::Status(status) => (Code::try_from(status.code).unwrap_or(Code::Unknown), 0),
-        Body::StreamEnd(end) => (
+        Some(Body::Response(response)) => (Code::Ok, response.payload.len()),
+        Some(Body::Status(status)) => (Code::try_from(status.code).unwrap_or(Code::Unknown), 0),
+        Some(Body::StreamEnd(end)) => (
             end.status.as_ref().map_or(Code::Ok, |s| {
                 Code::try_from(s.code).unwrap_or(Code::Unknown)
             }),
@@ -382,8 +411,14 @@ fn outcome_of(answer: &Body) -> (Code, usize) {
 /// Records a call's code in its span and logs a failed call once, at a level that fits
 /// its cause: the runtime's or the handler's fault is a warning, the caller's own
 /// doing (a bad argument, a deadline it chose) is debug.
-fn log_outcome(span: &tracing::Span, code: Code, answer: &Body) {
+fn log_outcome(span: &tracing::Span, code: Code, answer: &Outgoing) {
     span.record("code", code.as_str_name());
+    let Outgoing::Envelope(Envelope {
+        body: Some(answer), ..
+    }) = answer
+    else {
+        return;
+    };
     let message = match answer {
         Body::Status(status) => status.message.as_str(),
         Body::StreamEnd(pb::StreamEnd {
@@ -550,14 +585,15 @@ async fn run_stream<S: Service>(
     })
 }
 
-/// Runs one call to completion: its answer, never a panic.
+/// Runs call `id` to completion: its answer, never a panic. `limits` are the frame
+/// limit (bytes) and the server's bound on handlers.
 async fn run_call<S: Service>(
     service: &S,
+    id: u64,
     request: pb::Request,
-    max_frame: usize,
-    handler_timeout: Duration,
+    (max_frame, handler_timeout): (usize, Duration),
     metrics: &ServerMetrics,
-) -> Body {
+) -> Outgoing {
     let call = AssertUnwindSafe(service.call(request.method_id, request.payload)).catch_unwind();
     // The client's deadline, capped by the server's own limit on handlers.
     let limit = match request.timeout_us {
@@ -575,17 +611,23 @@ async fn run_call<S: Service>(
         }
     };
     let result = result.unwrap_or_else(|_| Err(Status::internal("handler panicked")));
-    match result {
-        Ok(payload) if payload.len() + ENVELOPE_OVERHEAD > max_frame => Body::Status(
+    let status = match result {
+        Ok(reply) if reply.len() + ENVELOPE_OVERHEAD > max_frame => {
             Status::resource_exhausted(format!(
                 "response of {} bytes exceeds the frame limit of {max_frame} bytes",
-                payload.len()
+                reply.len()
             ))
-            .to_wire(),
-        ),
-        Ok(payload) => Body::Response(pb::Response { payload }),
-        Err(status) => Body::Status(status.to_wire()),
-    }
+        }
+        Ok(reply) => {
+            return Outgoing::Answer(Answer {
+                correlation_id: id,
+                kind: AnswerKind::Response,
+                reply,
+            })
+        }
+        Err(status) => status,
+    };
+    Outgoing::Envelope(Envelope::new(id, Body::Status(status.to_wire())))
 }
 
 /// Writes queued answers, batching whatever is queued into one write. Any failure
@@ -593,7 +635,7 @@ async fn run_call<S: Service>(
 /// which ends the connection: an unanswerable peer is closed, not left waiting.
 async fn write_loop(
     mut writer: FramedWrite<StreamHalf, FrameCodec>,
-    mut queue: mpsc::Receiver<Envelope>,
+    mut queue: mpsc::Receiver<Outgoing>,
     write_timeout: Duration,
     broken: CancellationToken,
 ) {
@@ -604,7 +646,7 @@ async fn write_loop(
             for envelope in batch.drain(..) {
                 writer.feed(envelope).await?;
             }
-            SinkExt::<Envelope>::flush(&mut writer).await
+            SinkExt::<Outgoing>::flush(&mut writer).await
         };
         match tokio::time::timeout(write_timeout, write).await {
             Ok(Ok(())) => {}
