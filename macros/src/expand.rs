@@ -375,26 +375,30 @@ fn server(service: &Service) -> TokenStream {
             };
             quote! { #id => { #call } }
         });
-    let arms = service.methods.iter().filter(|method| method.stream.is_none()).map(|method| {
-        let ident = &method.ident;
-        let id = method.wire_id();
-        let call = match &method.request {
-            Some((_, request)) => quote! {
-                let request = ::daemoneye_ipc::__private::decode_request::<#request>(payload)?;
-                let response = <T as #trait_ident>::#ident(&self.inner, request).await?;
-            },
-            None => quote! {
-                let _ = payload;
-                let response = <T as #trait_ident>::#ident(&self.inner).await?;
-            },
-        };
-        quote! {
-            #id => {
-                #call
-                ::core::result::Result::Ok(::daemoneye_ipc::__private::encode_response(&response))
+    let arms = service
+        .methods
+        .iter()
+        .filter(|method| method.stream.is_none())
+        .map(|method| {
+            let ident = &method.ident;
+            let id = method.wire_id();
+            let call = match &method.request {
+                Some((_, request)) => quote! {
+                    let request = ::daemoneye_ipc::__private::decode_request::<#request>(payload)?;
+                    let response = <T as #trait_ident>::#ident(&self.inner, request).await?;
+                },
+                None => quote! {
+                    let _ = payload;
+                    let response = <T as #trait_ident>::#ident(&self.inner).await?;
+                },
+            };
+            quote! {
+                #id => {
+                    #call
+                    ::core::result::Result::Ok(::daemoneye_ipc::__private::reply(response))
+                }
             }
-        }
-    });
+        });
     let call_bare = service.methods.iter().find(|m| m.bare.is_some()).map(|method| {
         let ident = &method.ident;
         let request = method.request.as_ref().map(|(_, ty)| ty);
@@ -484,7 +488,7 @@ fn server(service: &Service) -> TokenStream {
                 method_id: u32,
                 payload: ::daemoneye_ipc::__private::Bytes,
             ) -> impl ::core::future::Future<
-                Output = ::core::result::Result<::daemoneye_ipc::__private::Bytes, ::daemoneye_ipc::Status>,
+                Output = ::core::result::Result<::daemoneye_ipc::Reply, ::daemoneye_ipc::Status>,
             > + ::core::marker::Send {
                 async move {
                     match method_id {

@@ -60,6 +60,35 @@ impl FrameCodec {
         Ok(())
     }
 
+    /// Writes one frame whose payload of exactly `len` bytes `write` appends to `dst`:
+    /// the payload goes straight into `dst` behind a header patched afterwards with its
+    /// CRC, with no intermediate buffer.
+    ///
+    /// # Errors
+    /// `InvalidLength` for an empty payload, `TooLarge` over the limit; `dst` is
+    /// unchanged on error and `write` is not called.
+    pub fn encode_with(
+        &self,
+        len: usize,
+        dst: &mut BytesMut,
+        write: impl FnOnce(&mut BytesMut),
+    ) -> Result<(), IpcError> {
+        self.check_len(len)?;
+        dst.reserve(HEADER_LEN + len);
+        let start = dst.len();
+        dst.put_u32_le(len as u32);
+        dst.put_u32_le(0);
+        write(dst);
+        debug_assert_eq!(
+            dst.len() - start - HEADER_LEN,
+            len,
+            "payload length as announced"
+        );
+        let crc = self.crc.checksum(&dst[start + HEADER_LEN..]);
+        dst[start + 4..start + HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+        Ok(())
+    }
+
     fn check_len(&self, len: usize) -> Result<(), IpcError> {
         if len == 0 {
             return Err(IpcError::InvalidLength { length: 0 });
@@ -123,19 +152,8 @@ impl<M: prost::Message> Encoder<M> for FrameCodec {
 
     /// Encodes `message` straight into `dst` behind its header: no intermediate buffer.
     fn encode(&mut self, message: M, dst: &mut BytesMut) -> Result<(), IpcError> {
-        let len = message.encoded_len();
-        self.check_len(len)?;
-        dst.reserve(HEADER_LEN + len);
-        let start = dst.len();
-        dst.put_u32_le(len as u32);
-        dst.put_u32_le(0);
-        if let Err(e) = message.encode(dst) {
-            dst.truncate(start);
-            return Err(IpcError::Encode(e.to_string()));
-        }
-        let crc = self.crc.checksum(&dst[start + HEADER_LEN..]);
-        dst[start + 4..start + HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
-        Ok(())
+        // `encode_with` reserved room for all of it: `encode_raw` cannot run short.
+        self.encode_with(message.encoded_len(), dst, |dst| message.encode_raw(dst))
     }
 }
 

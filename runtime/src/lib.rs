@@ -55,6 +55,7 @@ mod log_budget;
 pub mod metrics;
 pub mod peer;
 pub mod reflection;
+pub mod reply;
 pub mod resilience;
 pub mod schema;
 pub mod server;
@@ -75,6 +76,7 @@ pub use descriptor::{MethodDescriptor, ServiceDescriptor};
 pub use error::IpcError;
 pub use metrics::{MetricsSnapshot, ServerMetrics};
 pub use peer::{PeerIdentity, PeerPolicy};
+pub use reply::Reply;
 pub use resilience::{BreakerConfig, RetryPolicy};
 pub use schema::Contract;
 pub use server::{Server, ServerStream, Service};
@@ -135,6 +137,11 @@ pub mod __private {
     /// Encodes a handler's response into the bytes a `Response` envelope carries.
     pub fn encode_response<M: prost::Message>(message: &M) -> Bytes {
         Bytes::from(message.encode_to_vec())
+    }
+
+    /// A handler's answer, left for the connection's writer to encode into its frame.
+    pub fn reply<M: prost::Message + 'static>(message: M) -> crate::Reply {
+        crate::Reply::message(message)
     }
 
     // The two macros below are exported at the crate root (`daemoneye_ipc::include_proto!`).

@@ -20,8 +20,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use self::method::{CallRecord, MethodStats, MethodTable, ServiceMethods};
 pub use self::method::{MethodReport, LATENCY_BUCKETS_US};
-pub(crate) use self::method::{MethodStats, MethodTable, ServiceMethods};
 use crate::ServiceDescriptor;
 
 /// Live counters of one [`Server`](crate::Server); see [`Server::metrics`](crate::Server::metrics).

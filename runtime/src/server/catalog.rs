@@ -13,7 +13,7 @@ use crate::{
     health::{self, HealthReporter, HealthServer},
     metrics::ServerMetrics,
     reflection::{self, ReflectionServer},
-    IpcConfig, ServiceDescriptor, Status,
+    IpcConfig, Reply, ServiceDescriptor, Status,
 };
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -21,7 +21,7 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// An object-safe [`Service`], for services other than an endpoint's primary one.
 pub(crate) trait DynService: Send + Sync + 'static {
     fn descriptor(&self) -> &'static ServiceDescriptor;
-    fn call(&self, method_id: u32, payload: Bytes) -> BoxFuture<'_, Result<Bytes, Status>>;
+    fn call(&self, method_id: u32, payload: Bytes) -> BoxFuture<'_, Result<Reply, Status>>;
     fn call_stream(
         &self,
         method_id: u32,
@@ -34,7 +34,7 @@ impl<S: Service> DynService for S {
     fn descriptor(&self) -> &'static ServiceDescriptor {
         Service::descriptor(self)
     }
-    fn call(&self, method_id: u32, payload: Bytes) -> BoxFuture<'_, Result<Bytes, Status>> {
+    fn call(&self, method_id: u32, payload: Bytes) -> BoxFuture<'_, Result<Reply, Status>> {
         Box::pin(Service::call(self, method_id, payload))
     }
     fn call_stream(
@@ -134,7 +134,7 @@ impl<S: Service> Service for Selected<S> {
         &self,
         method_id: u32,
         payload: Bytes,
-    ) -> impl Future<Output = Result<Bytes, Status>> + Send {
+    ) -> impl Future<Output = Result<Reply, Status>> + Send {
         match self {
             Selected::Primary(service) => Either::Left(service.call(method_id, payload)),
             Selected::Other(service) => Either::Right(service.call(method_id, payload)),

@@ -2,24 +2,26 @@
 //! (this task) and the writer task.
 
 use std::{
-    collections::{hash_map::Entry, HashMap},
+    collections::HashMap,
     future::Future,
     panic::AssertUnwindSafe,
+    pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex, PoisonError,
     },
+    task::Poll,
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{
     future::{AbortHandle, Abortable},
     FutureExt, SinkExt, StreamExt,
 };
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::{
-    codec::{FramedRead, FramedWrite},
+    codec::{Encoder, FramedRead, FramedWrite},
     sync::CancellationToken,
 };
 use tracing::Instrument;
@@ -34,11 +36,33 @@ use crate::{
     codec::FrameCodec,
     envelope::{pb, Body, Envelope, ENVELOPE_OVERHEAD},
     handshake::{self, Verdict},
-    metrics::ServerMetrics,
+    metrics::{CallRecord, ServerMetrics},
     peer::{self, PeerIdentity},
+    reply::{Answer, AnswerKind},
     transport::StreamHalf,
     Code, IpcConfig, IpcError, Status,
 };
+
+/// What the connection's writer sends: an envelope, or an answer whose payload it
+/// encodes straight into the frame.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    Envelope(Envelope),
+    Answer(Answer),
+}
+
+impl Encoder<Outgoing> for FrameCodec {
+    type Error = IpcError;
+
+    fn encode(&mut self, item: Outgoing, dst: &mut BytesMut) -> Result<(), IpcError> {
+        match item {
+            Outgoing::Envelope(envelope) => Encoder::<Envelope>::encode(self, envelope, dst),
+            Outgoing::Answer(answer) => {
+                self.encode_with(answer.encoded_len(), dst, |dst| answer.encode(dst))
+            }
+        }
+    }
+}
 
 /// A call in flight on this connection.
 struct CallEntry {
@@ -203,7 +227,14 @@ async fn serve_envelopes<S: Service>(
         let id = envelope.correlation_id;
         match envelope.body {
             Some(Body::Request(request)) => {
-                let (abort, registration) = AbortHandle::new_pair();
+                if lock(&calls).contains_key(&id) {
+                    // Two answers would carry one id: a protocol error, as a reused
+                    // stream id is in HTTP/2. The connection ends; no id is answered twice.
+                    break Some(IpcError::InvalidMessage {
+                        reason: format!("correlation id {id} reused while its call is in flight"),
+                    });
+                }
+                last_read = last_read.max(id);
                 let streaming = service
                     .descriptor()
                     .method(request.method_id)
@@ -212,81 +243,57 @@ async fn serve_envelopes<S: Service>(
                     let window = (request.initial_credit.max(1) as usize).min(MAX_CREDIT);
                     Arc::new(Semaphore::new(window))
                 });
-                let duplicate = match lock(&calls).entry(id) {
-                    Entry::Occupied(_) => true,
-                    Entry::Vacant(slot) => {
-                        slot.insert(CallEntry {
-                            abort,
-                            credit: credit.clone(),
-                        });
-                        false
-                    }
-                };
-                if duplicate {
-                    // Two answers would carry one id: a protocol error, as a reused
-                    // stream id is in HTTP/2. The connection ends; no id is answered twice.
-                    break Some(IpcError::InvalidMessage {
-                        reason: format!("correlation id {id} reused while its call is in flight"),
-                    });
-                }
-                last_read = last_read.max(id);
-                let (service, outbound, calls) = (service.clone(), outbound.clone(), calls.clone());
-                let (metrics, clock) = (shared.metrics.clone(), clock.clone());
-                let stall_limit = config.read_timeout();
                 let stats = methods.get(request.method_id).cloned();
-                let record = stats
-                    .as_ref()
-                    .map(|stats| stats.start(request.payload.len()));
                 let span = call_span(&service, &request, id, &identity);
-                let caller = identity.clone();
-                let task = async move {
-                    let running = metrics.call();
-                    let call = async {
-                        match credit {
-                            Some(credit) => {
-                                let sink = ItemSink::new(
-                                    id,
-                                    credit,
-                                    outbound.clone(),
-                                    max_frame,
-                                    stall_limit,
-                                    metrics.clone(),
-                                    stats,
-                                );
-                                run_stream(&service, request, sink, &metrics).await
-                            }
-                            None => {
-                                run_call(&service, request, max_frame, handler_timeout, &metrics)
-                                    .await
-                            }
-                        }
-                    };
-                    let call = peer::with_caller(caller, call);
-                    let outcome = Abortable::new(call, registration)
-                        .instrument(span.clone())
-                        .await;
-                    match outcome {
-                        Ok(answer) => {
-                            let (code, bytes) = outcome_of(&answer);
-                            log_outcome(&span, code, &answer);
-                            if let Some(record) = record {
-                                record.finish(code, bytes);
-                            }
-                            let _ = outbound.send(Envelope::new(id, answer)).await;
-                        }
-                        Err(_aborted) => {
-                            metrics.cancelled();
-                            span.record("code", Code::Cancelled.as_str_name());
-                            tracing::debug!(parent: &span, "call cancelled");
-                            drop(record); // counted as CANCELLED
-                        }
-                    }
-                    lock(&calls).remove(&id);
-                    clock.touch();
-                    drop(running);
-                    drop(slot);
+                let ending = CallEnd {
+                    id,
+                    record: stats.as_ref().map(|s| s.start(request.payload.len())),
+                    span: span.clone(),
+                    outbound: outbound.clone(),
+                    calls: None,
+                    clock: clock.clone(),
+                    metrics: shared.metrics.clone(),
+                    slot,
                 };
-                run_or_spawn(task);
+                let (service, metrics) = (service.clone(), shared.metrics.clone());
+                let outbound = outbound.clone();
+                let stall_limit = config.read_timeout();
+                // Each kind of call is boxed as its own type, so that a unary call's
+                // box is not the size of a stream's state.
+                match credit {
+                    Some(credit) => {
+                        // The table's copy, for `Credit` frames, if the stream outlives
+                        // its first poll.
+                        let table_credit = Some(credit.clone());
+                        let call = async move {
+                            let _running = metrics.call();
+                            let sink = ItemSink::new(
+                                id,
+                                credit,
+                                outbound,
+                                max_frame,
+                                stall_limit,
+                                metrics.clone(),
+                                stats,
+                            );
+                            let end = run_stream(&service, request, sink, &metrics).await;
+                            Outgoing::Envelope(Envelope::new(id, end))
+                        };
+                        let call =
+                            Box::pin(peer::with_caller(identity.clone(), call).instrument(span));
+                        run_or_spawn(call, ending, &calls, table_credit);
+                    }
+                    None => {
+                        let call = async move {
+                            let _running = metrics.call();
+                            let limits = (max_frame, handler_timeout);
+                            run_call(&service, id, request, limits, &metrics).await
+                        };
+                        let call =
+                            Box::pin(peer::with_caller(identity.clone(), call).instrument(span));
+                        run_or_spawn(call, ending, &calls, None);
+                    }
+                }
             }
             Some(Body::Cancel(_)) => {
                 if let Some(call) = lock(&calls).remove(&id) {
@@ -317,7 +324,8 @@ async fn serve_envelopes<S: Service>(
             // before closing (every call in flight fails with this status). After a
             // framing error nothing is said: the peer's boundaries cannot be trusted.
             let status = Status::failed_precondition(format!("protocol error: {error}"));
-            let _ = outbound.try_send(Envelope::new(0, Body::Status(status.to_wire())));
+            let status = Envelope::new(0, Body::Status(status.to_wire()));
+            let _ = outbound.try_send(Outgoing::Envelope(status));
         }
     }
     if draining {
@@ -327,7 +335,8 @@ async fn serve_envelopes<S: Service>(
             reason: "server is shutting down".to_owned(),
             last_correlation_id: last_read,
         };
-        let _ = outbound.try_send(Envelope::new(0, Body::GoAway(go_away)));
+        let go_away = Envelope::new(0, Body::GoAway(go_away));
+        let _ = outbound.try_send(Outgoing::Envelope(go_away));
     } else {
         // Nobody is left to read the answers: stop the handlers now.
         for (_, call) in lock(&calls).drain() {
@@ -367,11 +376,15 @@ fn call_span(
 }
 
 /// A call's status code and answer size, from its answer.
-fn outcome_of(answer: &Body) -> (Code, usize) {
+fn outcome_of(answer: &Outgoing) -> (Code, usize) {
+    let answer = match answer {
+        Outgoing::Answer(answer) => return (Code::Ok, answer.reply.len()),
+        Outgoing::Envelope(envelope) => envelope.body.as_ref(),
+    };
     match answer {
-        Body::Response(response) => (Code::Ok, response.payload.len()),
-        Body::Status(status) => (Code::try_from(status.code).unwrap_or(Code::Unknown), 0),
-        Body::StreamEnd(end) => (
+        Some(Body::Response(response)) => (Code::Ok, response.payload.len()),
+        Some(Body::Status(status)) => (Code::try_from(status.code).unwrap_or(Code::Unknown), 0),
+        Some(Body::StreamEnd(end)) => (
             end.status.as_ref().map_or(Code::Ok, |s| {
                 Code::try_from(s.code).unwrap_or(Code::Unknown)
             }),
@@ -384,8 +397,14 @@ fn outcome_of(answer: &Body) -> (Code, usize) {
 /// Records a call's code in its span and logs a failed call once, at a level that fits
 /// its cause: the runtime's or the handler's fault is a warning, the caller's own
 /// doing (a bad argument, a deadline it chose) is debug.
-fn log_outcome(span: &tracing::Span, code: Code, answer: &Body) {
+fn log_outcome(span: &tracing::Span, code: Code, answer: &Outgoing) {
     span.record("code", code.as_str_name());
+    let Outgoing::Envelope(Envelope {
+        body: Some(answer), ..
+    }) = answer
+    else {
+        return;
+    };
     let message = match answer {
         Body::Status(status) => status.message.as_str(),
         Body::StreamEnd(pb::StreamEnd {
@@ -487,14 +506,98 @@ async fn next_frame(
 }
 
 /// Polls a call once on the reader's task and spawns it only if it is not finished:
-/// a handler that answers at once then costs no task and no hand-off (measured: W1
-/// p50 of the bench). A pending call is spawned, and the runtime polls it again with a
-/// real waker, so the no-op waker of the first poll is never relied on.
-fn run_or_spawn(task: impl Future<Output = ()> + Send + 'static) {
-    let mut task = Box::pin(task);
+/// a handler that answers at once then costs no task, no hand-off and no entry in the
+/// call table (measured: W1 p50 and allocations per call in the bench). A pending call
+/// is entered in `calls` (so that a `Cancel` can stop it and `Credit` reach it) and
+/// spawned; the runtime polls it again with a real waker, so the no-op waker of the
+/// first poll is never relied on. No frame is read meanwhile, so nothing about this
+/// call can arrive before it is in the table.
+fn run_or_spawn(
+    mut call: Pin<Box<impl Future<Output = Outgoing> + Send + 'static>>,
+    mut ending: CallEnd,
+    calls: &CallTable,
+    credit: Option<Arc<Semaphore>>,
+) {
     let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-    if task.as_mut().poll(&mut context).is_pending() {
-        tokio::spawn(task);
+    if let Poll::Ready(answer) = call.as_mut().poll(&mut context) {
+        ending.answered_now(answer);
+        return;
+    }
+    let (abort, registration) = AbortHandle::new_pair();
+    lock(calls).insert(ending.id, CallEntry { abort, credit });
+    ending.calls = Some(calls.clone());
+    tokio::spawn(async move {
+        match Abortable::new(call, registration).await {
+            Ok(answer) => ending.answered(answer).await,
+            Err(_aborted) => ending.cancelled(),
+        }
+    });
+}
+
+/// What is left to do when a call ends: record its outcome, queue its answer, leave
+/// the call table, and give back its slot.
+struct CallEnd {
+    id: u64,
+    /// The method's figures, taken when the outcome is known.
+    record: Option<CallRecord>,
+    span: tracing::Span,
+    outbound: mpsc::Sender<Outgoing>,
+    /// The table the call was entered in; `None` while it has not been (a call that
+    /// ends in its first poll never is).
+    calls: Option<CallTable>,
+    clock: Arc<IdleClock>,
+    metrics: Arc<ServerMetrics>,
+    /// The call's place among `max_in_flight`.
+    slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl CallEnd {
+    /// Records how the call ended.
+    fn record(&mut self, answer: &Outgoing) {
+        let (code, bytes) = outcome_of(answer);
+        log_outcome(&self.span, code, answer);
+        if let Some(record) = self.record.take() {
+            record.finish(code, bytes);
+        }
+    }
+
+    /// The call answered: queue the answer, waiting for room.
+    async fn answered(mut self, answer: Outgoing) {
+        self.record(&answer);
+        let _ = self.outbound.send(answer).await;
+        self.close();
+    }
+
+    /// The call answered in its first poll, on the reader's task: queue the answer
+    /// without waiting; only when the writer's queue is full does a task wait for room.
+    fn answered_now(mut self, answer: Outgoing) {
+        self.record(&answer);
+        match self.outbound.try_send(answer) {
+            Err(mpsc::error::TrySendError::Full(answer)) => {
+                tokio::spawn(async move {
+                    let _ = self.outbound.send(answer).await;
+                    self.close();
+                });
+            }
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => self.close(),
+        }
+    }
+
+    /// The call was stopped by a cancel or the connection's end: nothing is answered.
+    fn cancelled(mut self) {
+        self.metrics.cancelled();
+        self.span.record("code", Code::Cancelled.as_str_name());
+        tracing::debug!(parent: &self.span, "call cancelled");
+        drop(self.record.take()); // counted as CANCELLED
+        self.close();
+    }
+
+    fn close(self) {
+        if let Some(calls) = &self.calls {
+            lock(calls).remove(&self.id);
+        }
+        self.clock.touch();
+        drop(self.slot);
     }
 }
 
@@ -552,14 +655,15 @@ async fn run_stream<S: Service>(
     })
 }
 
-/// Runs one call to completion: its answer, never a panic.
+/// Runs call `id` to completion: its answer, never a panic. `limits` are the frame
+/// limit (bytes) and the server's bound on handlers.
 async fn run_call<S: Service>(
     service: &S,
+    id: u64,
     request: pb::Request,
-    max_frame: usize,
-    handler_timeout: Duration,
+    (max_frame, handler_timeout): (usize, Duration),
     metrics: &ServerMetrics,
-) -> Body {
+) -> Outgoing {
     let call = AssertUnwindSafe(service.call(request.method_id, request.payload)).catch_unwind();
     // The client's deadline, capped by the server's own limit on handlers.
     let limit = match request.timeout_us {
@@ -577,17 +681,23 @@ async fn run_call<S: Service>(
         }
     };
     let result = result.unwrap_or_else(|_| Err(Status::internal("handler panicked")));
-    match result {
-        Ok(payload) if payload.len() + ENVELOPE_OVERHEAD > max_frame => Body::Status(
+    let status = match result {
+        Ok(reply) if reply.len() + ENVELOPE_OVERHEAD > max_frame => {
             Status::resource_exhausted(format!(
                 "response of {} bytes exceeds the frame limit of {max_frame} bytes",
-                payload.len()
+                reply.len()
             ))
-            .to_wire(),
-        ),
-        Ok(payload) => Body::Response(pb::Response { payload }),
-        Err(status) => Body::Status(status.to_wire()),
-    }
+        }
+        Ok(reply) => {
+            return Outgoing::Answer(Answer {
+                correlation_id: id,
+                kind: AnswerKind::Response,
+                reply,
+            })
+        }
+        Err(status) => status,
+    };
+    Outgoing::Envelope(Envelope::new(id, Body::Status(status.to_wire())))
 }
 
 /// Writes queued answers, batching whatever is queued into one write. Any failure
@@ -595,7 +705,7 @@ async fn run_call<S: Service>(
 /// which ends the connection: an unanswerable peer is closed, not left waiting.
 async fn write_loop(
     mut writer: FramedWrite<StreamHalf, FrameCodec>,
-    mut queue: mpsc::Receiver<Envelope>,
+    mut queue: mpsc::Receiver<Outgoing>,
     write_timeout: Duration,
     broken: CancellationToken,
 ) {
@@ -606,7 +716,7 @@ async fn write_loop(
             for envelope in batch.drain(..) {
                 writer.feed(envelope).await?;
             }
-            SinkExt::<Envelope>::flush(&mut writer).await
+            SinkExt::<Outgoing>::flush(&mut writer).await
         };
         match tokio::time::timeout(write_timeout, write).await {
             Ok(Ok(())) => {}

@@ -69,8 +69,10 @@ pub trait Service: Send + Sync + 'static {
     /// The service's descriptor, checked against the client's in the handshake.
     fn descriptor(&self) -> &'static ServiceDescriptor;
 
-    /// Runs method `method_id` on the prost-encoded `payload`, returning the
-    /// prost-encoded response.
+    /// Runs method `method_id` on the prost-encoded `payload`, returning the response
+    /// as a [`Reply`](crate::Reply): the message itself, which the connection's writer
+    /// encodes straight into its frame ([`Reply::encoded`](crate::Reply::encoded) for
+    /// bytes already encoded).
     ///
     /// # Errors
     /// The handler's [`Status`]; `UNIMPLEMENTED` for an unknown method id;
@@ -79,7 +81,7 @@ pub trait Service: Send + Sync + 'static {
         &self,
         method_id: u32,
         payload: Bytes,
-    ) -> impl Future<Output = Result<Bytes, Status>> + Send;
+    ) -> impl Future<Output = Result<crate::Reply, Status>> + Send;
 
     /// Runs server-streaming method `method_id` on the prost-encoded `payload`, sending
     /// its items through `sink`; `Ok(())` ends the stream normally. `#[ipc_service]`

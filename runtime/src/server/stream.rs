@@ -15,10 +15,13 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::{
-    envelope::{pb, Body, Envelope, ENVELOPE_OVERHEAD},
+    envelope::ENVELOPE_OVERHEAD,
     metrics::{MethodStats, ServerMetrics},
-    Status,
+    reply::{Answer, AnswerKind},
+    Reply, Status,
 };
+
+use super::connection::Outgoing;
 
 /// Largest credit a stream may hold at once, in items; grants beyond it are capped
 /// (a peer cannot overflow the counter, and it only ever lets the server send more).
@@ -30,7 +33,7 @@ pub const MAX_CREDIT: usize = 1 << 20;
 pub struct ItemSink {
     id: u64,
     credit: Arc<Semaphore>,
-    outbound: mpsc::Sender<Envelope>,
+    outbound: mpsc::Sender<Outgoing>,
     max_frame: usize,
     stall_limit: Duration,
     metrics: Arc<ServerMetrics>,
@@ -42,7 +45,7 @@ impl ItemSink {
     pub(crate) fn new(
         id: u64,
         credit: Arc<Semaphore>,
-        outbound: mpsc::Sender<Envelope>,
+        outbound: mpsc::Sender<Outgoing>,
         max_frame: usize,
         stall_limit: Duration,
         metrics: Arc<ServerMetrics>,
@@ -66,11 +69,20 @@ impl ItemSink {
     /// when the client granted no credit for the stall limit; `CANCELLED` when the
     /// connection is gone.
     pub async fn send_bytes(&mut self, payload: Bytes) -> Result<(), Status> {
-        let size = payload.len() + ENVELOPE_OVERHEAD;
+        self.send_reply(Reply::encoded(payload)).await
+    }
+
+    /// Sends one item, encoded by the connection's writer straight into its frame,
+    /// waiting for credit.
+    ///
+    /// # Errors
+    /// As for [`send_bytes`](Self::send_bytes).
+    pub async fn send_reply(&mut self, item: Reply) -> Result<(), Status> {
+        let size = item.len() + ENVELOPE_OVERHEAD;
         if size > self.max_frame {
             return Err(Status::resource_exhausted(format!(
                 "stream item of {} bytes exceeds the frame limit of {} bytes",
-                payload.len(),
+                item.len(),
                 self.max_frame
             )));
         }
@@ -91,7 +103,11 @@ impl ItemSink {
             }
         };
         permit.forget(); // one credit is one item, spent for good
-        let item = Envelope::new(self.id, Body::StreamItem(pb::StreamItem { payload }));
+        let item = Outgoing::Answer(Answer {
+            correlation_id: self.id,
+            kind: AnswerKind::StreamItem,
+            reply: item,
+        });
         self.outbound
             .send(item)
             .await
@@ -144,7 +160,7 @@ impl<T> ServerStream<T> {
     }
 }
 
-impl<T: prost::Message> ServerStream<T> {
+impl<T: prost::Message + 'static> ServerStream<T> {
     /// Sends one item, waiting while the client has granted no credit.
     ///
     /// # Errors
@@ -152,9 +168,7 @@ impl<T: prost::Message> ServerStream<T> {
     /// stream with it, or send smaller items); `DEADLINE_EXCEEDED` when the client
     /// granted no credit for `read_timeout_ms`; `CANCELLED` when the connection is gone.
     pub async fn send(&mut self, item: T) -> Result<(), Status> {
-        self.sink
-            .send_bytes(Bytes::from(item.encode_to_vec()))
-            .await
+        self.sink.send_reply(Reply::message(item)).await
     }
 
     /// The largest item, encoded, that fits in one frame, in bytes: a producer that

@@ -1,4 +1,4 @@
-//! Throughput and latency of daemoneye-ipc against bare Unix-socket floors.
+//! Throughput and latency of daemoneye-ipc against bare local-socket floors.
 //!
 //! ```text
 //! cargo run --release --example bench            # ~2 s per measurement, ~35 s in all
@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Everything runs in one process on a multi-thread tokio runtime with 2 workers, over
-//! Unix sockets in a temporary directory:
+//! Unix sockets in a temporary directory (named pipes on Windows, `raw.rs`):
 //!
 //! - **W1**: one client, one small call at a time (a 12-byte id and a `u32`).
 //! - **W2**: 64 tasks calling concurrently through clones of one client (one connection).
@@ -52,6 +52,19 @@
 //! bytes. Streaming lines add `records_per_s`, `items_per_s` and `records_per_item`; a
 //! "call" of W4 is one whole 100,000-record stream (its p50 is the stream's duration).
 //! Then one `ratio` line per comparison.
+//!
+//! Last, heap figures, counted by a counting global allocator (`alloc.rs`) with the
+//! server on a runtime of its own (one worker thread, so each allocation is
+//! attributed to the side whose thread made it), untimed:
+//!
+//! - `alloc workload=<W1|W3> side=<client|server> allocs_per_call bytes_per_call`:
+//!   heap allocations (reallocations included) and bytes allocated per call, over
+//!   20,000 W1 calls and 200 W3 calls after a warm-up;
+//! - `memory workload=idle server_bytes_per_connection ...`: the server's live heap
+//!   bytes per connection with 1000 connections open, each past its handshake and
+//!   idle, and what the server still holds once they are closed.
+//!
+//! `BENCH_HEAP_ONLY=1` prints only the heap figures (a few seconds).
 
 use std::{
     collections::HashMap,
@@ -66,14 +79,20 @@ use std::{
     time::Instant,
 };
 
-use daemoneye_ipc::{ipc_service, IpcConfig, Server, ServerStream, Status};
+use daemoneye_ipc::{config::endpoint_in, ipc_service, IpcConfig, Server, ServerStream, Status};
 use daemoneye_proto::{prost::Message, ProcessList, ProcessRecord};
 use futures_util::StreamExt;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::{unix::OwnedWriteHalf, UnixListener, UnixStream},
     sync::{mpsc, oneshot},
 };
+
+mod alloc;
+mod raw;
+
+/// Counts heap allocations per side while [`alloc::set_counting`] is on.
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -398,8 +417,8 @@ struct RawReplies {
 }
 
 /// The floor's server: answers each `[len][op]` frame with prebuilt frames.
-async fn raw_server(listener: UnixListener, replies: RawReplies) -> Result<(), BoxError> {
-    let (mut stream, _) = listener.accept().await?;
+async fn raw_server(listener: raw::Listener, replies: RawReplies) -> Result<(), BoxError> {
+    let mut stream = listener.accept().await?;
     let mut body = Vec::new();
     loop {
         let mut header = [0u8; 8];
@@ -468,7 +487,7 @@ async fn read_raw_frame(
 
 /// One raw round trip: send `request`, read one framed answer into `body`.
 async fn raw_call(
-    stream: &mut UnixStream,
+    stream: &mut raw::Stream,
     request: &[u8],
     body: &mut Vec<u8>,
 ) -> Result<(), BoxError> {
@@ -489,7 +508,7 @@ enum Consume {
 /// One raw W4 stream: request it, read `frames` frames, decode or touch each. Returns
 /// the records decoded (0 when only touching).
 async fn raw_stream(
-    stream: &mut UnixStream,
+    stream: &mut raw::Stream,
     request: &[u8],
     frames: usize,
     consume: Consume,
@@ -521,8 +540,8 @@ struct Mux {
 }
 
 impl Mux {
-    async fn connect(path: &std::path::Path) -> Result<Arc<Self>, BoxError> {
-        let (read_half, write_half) = UnixStream::connect(path).await?.into_split();
+    async fn connect(endpoint: &str) -> Result<Arc<Self>, BoxError> {
+        let (read_half, write_half) = raw::split(raw::connect(endpoint).await?);
         let (outbound, queue) = mpsc::channel(1024);
         let mux = Arc::new(Self {
             outbound,
@@ -552,7 +571,7 @@ impl Mux {
 }
 
 /// Writes whatever requests are queued as one buffer.
-async fn mux_writer(mut stream: OwnedWriteHalf, mut queue: mpsc::Receiver<(u32, Vec<u8>)>) {
+async fn mux_writer(mut stream: raw::WriteHalf, mut queue: mpsc::Receiver<(u32, Vec<u8>)>) {
     let (mut batch, mut buffer) = (Vec::with_capacity(64), Vec::with_capacity(8 * 1024));
     while queue.recv_many(&mut batch, 64).await > 0 {
         for (id, body) in batch.drain(..) {
@@ -566,7 +585,7 @@ async fn mux_writer(mut stream: OwnedWriteHalf, mut queue: mpsc::Receiver<(u32, 
 }
 
 /// Routes each answer to the caller waiting on its id.
-async fn mux_reader(stream: tokio::net::unix::OwnedReadHalf, mux: std::sync::Weak<Mux>) {
+async fn mux_reader(stream: raw::ReadHalf, mux: std::sync::Weak<Mux>) {
     let mut reader = BufReader::with_capacity(RAW_BUFFER, stream);
     loop {
         let mut body = Vec::new();
@@ -583,9 +602,8 @@ async fn mux_reader(stream: tokio::net::unix::OwnedReadHalf, mux: std::sync::Wea
 
 /// The raw multiplexer's server: echoes each `[len][id]` frame, writing its answers
 /// whenever it has read everything that arrived.
-async fn mux_server(listener: UnixListener) -> Result<(), BoxError> {
-    let (stream, _) = listener.accept().await?;
-    let (read_half, mut write_half) = stream.into_split();
+async fn mux_server(listener: raw::Listener) -> Result<(), BoxError> {
+    let (read_half, mut write_half) = raw::split(listener.accept().await?);
     let mut reader = BufReader::with_capacity(RAW_BUFFER, read_half);
     let (mut body, mut out) = (Vec::new(), Vec::with_capacity(RAW_BUFFER));
     loop {
@@ -765,11 +783,15 @@ async fn run() -> Result<(), BoxError> {
         warmup.as_secs_f64()
     );
 
+    if std::env::var_os("BENCH_HEAP_ONLY").is_some() {
+        return heap_figures(&heap_config(dir.path()), &list, &small).await;
+    }
+
     let codec = codec_limit(&list, warmup, duration, small_bytes + list_bytes)?;
     codec.print("codec-limit", "W3");
 
     // --- daemoneye-ipc ------------------------------------------------------------
-    let config = IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "bench"));
+    let config = IpcConfig::with_endpoint(endpoint_in(dir.path(), "bench"));
     let server = Server::bind(&config, BenchServer::new(BenchImpl { list: list.clone() }))?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server.serve_with_shutdown(async {
@@ -855,8 +877,8 @@ async fn run() -> Result<(), BoxError> {
     server.await??;
 
     // --- raw-uds floor ------------------------------------------------------------
-    let path = dir.path().join("raw.sock");
-    let listener = UnixListener::bind(&path)?;
+    let endpoint = endpoint_in(dir.path(), "raw");
+    let listener = raw::Listener::bind(&endpoint)?;
     let small_body = vec![0x5a; small_bytes];
     let mut singles_chunk = Vec::new();
     for single in &singles {
@@ -871,7 +893,7 @@ async fn run() -> Result<(), BoxError> {
             singles: singles_chunk,
         },
     ));
-    let mut stream = UnixStream::connect(&path).await?;
+    let mut stream = raw::connect(&endpoint).await?;
     let mut body = Vec::new();
 
     let small_request = raw_frame(OP_SMALL, &small_body);
@@ -918,9 +940,9 @@ async fn run() -> Result<(), BoxError> {
     raw.await??;
 
     // --- raw-mux floor (W2) -------------------------------------------------------
-    let path = dir.path().join("mux.sock");
-    let mux_serving = tokio::spawn(mux_server(UnixListener::bind(&path)?));
-    let mux = Mux::connect(&path).await?;
+    let endpoint = endpoint_in(dir.path(), "mux");
+    let mux_serving = tokio::spawn(mux_server(raw::Listener::bind(&endpoint)?));
+    let mux = Mux::connect(&endpoint).await?;
     let mux_call = {
         let (mux, small_body) = (mux.clone(), small_body.clone());
         move || {
@@ -956,7 +978,132 @@ async fn run() -> Result<(), BoxError> {
     print_ratio("W4", touch, &ipc_w4, &raw_w4_touch, &records);
     print_ratio("W4", (w4, w3), &ipc_w4, &ipc_w3, &["records_per_s"]);
     print_ratio("W4x1", (ipc, "raw-uds"), &ipc_w4x1, &raw_w4x1, &records);
+
+    // --- heap: allocations per call, memory per idle connection ---------------------
+    heap_figures(&heap_config(dir.path()), &list, &small).await
+}
+
+/// The configuration of the heap measurements: room for the idle connections.
+fn heap_config(dir: &std::path::Path) -> IpcConfig {
+    IpcConfig {
+        max_connections: IDLE_CONNECTIONS + 16,
+        ..IpcConfig::with_endpoint(endpoint_in(dir, "heap"))
+    }
+}
+
+/// Calls counted in the allocation figures of W1.
+const ALLOC_W1_CALLS: u64 = 20_000;
+/// Calls counted in the allocation figures of W3.
+const ALLOC_W3_CALLS: u64 = 200;
+/// Idle connections opened to measure the server's memory per connection.
+const IDLE_CONNECTIONS: usize = 1000;
+
+/// Counts heap allocations per W1 and W3 call on each side, and the server's live heap
+/// bytes per idle connection, with the server on a runtime of its own (one worker,
+/// marked [`alloc::Side::Server`]) so that every allocation is attributed to the side
+/// whose thread made it. Prints one `alloc` line per workload and side and one `memory`
+/// line.
+async fn heap_figures(
+    config: &IpcConfig,
+    list: &ProcessList,
+    small: &Small,
+) -> Result<(), BoxError> {
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .on_thread_start(|| alloc::mark_thread(alloc::Side::Server))
+        .enable_all()
+        .build()?;
+    let server = {
+        // Registered with the server runtime's reactor.
+        let _enter = server_runtime.enter();
+        Server::bind(config, BenchServer::new(BenchImpl { list: list.clone() }))?
+    };
+    let metrics = server.metrics();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serving = server_runtime.spawn(server.serve_with_shutdown(async {
+        let _ = stopped.await;
+    }));
+    let result = heap_figures_against(config, &metrics, small).await;
+    let _ = stop.send(());
+    let served = serving.await;
+    server_runtime.shutdown_background();
+    result?;
+    served??;
     Ok(())
+}
+
+async fn heap_figures_against(
+    config: &IpcConfig,
+    metrics: &daemoneye_ipc::ServerMetrics,
+    small: &Small,
+) -> Result<(), BoxError> {
+    let client = BenchClient::connect(config).await?;
+    for _ in 0..1000 {
+        client.echo(small.clone()).await?;
+    }
+    client.list(small.clone()).await?;
+
+    let counted = |calls: u64, workload: &str, counts: alloc::Snapshot| {
+        for (side, c) in [("client", counts.client), ("server", counts.server)] {
+            println!(
+                "alloc workload={workload} side={side} allocs_per_call={:.2} bytes_per_call={:.0} calls={calls}",
+                c.allocs as f64 / calls as f64,
+                c.bytes as f64 / calls as f64,
+            );
+        }
+    };
+    alloc::set_counting(true);
+    let before = alloc::Snapshot::now();
+    for _ in 0..ALLOC_W1_CALLS {
+        client.echo(small.clone()).await?;
+    }
+    let w1 = alloc::Snapshot::now().since(&before);
+    let before = alloc::Snapshot::now();
+    for _ in 0..ALLOC_W3_CALLS {
+        client.list(small.clone()).await?;
+    }
+    let w3 = alloc::Snapshot::now().since(&before);
+    alloc::set_counting(false);
+    counted(ALLOC_W1_CALLS, "W1", w1);
+    counted(ALLOC_W3_CALLS, "W3", w3);
+    drop(client);
+    wait_for_connections(metrics, 0).await;
+
+    // Idle connections: each completed its handshake, none has a call in flight.
+    alloc::set_counting(true);
+    let before = alloc::Snapshot::now();
+    let mut idle = Vec::with_capacity(IDLE_CONNECTIONS);
+    for _ in 0..IDLE_CONNECTIONS {
+        idle.push(BenchClient::connect(config).await?);
+    }
+    wait_for_connections(metrics, IDLE_CONNECTIONS as u64).await;
+    // Let every connection's tasks reach their wait for the first request.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let open = alloc::Snapshot::now().since(&before);
+    drop(idle);
+    wait_for_connections(metrics, 0).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let closed = alloc::Snapshot::now().since(&before);
+    alloc::set_counting(false);
+    let n = IDLE_CONNECTIONS as f64;
+    println!(
+        "memory workload=idle connections={IDLE_CONNECTIONS} server_bytes_per_connection={:.0} \
+         client_bytes_per_connection={:.0} server_allocs_per_connection={:.1} \
+         server_bytes_left_after_close={}",
+        open.server.live() as f64 / n,
+        open.client.live() as f64 / n,
+        open.server.allocs as f64 / n,
+        closed.server.live(),
+    );
+    Ok(())
+}
+
+/// Waits until the server counts `open` connections (polling; the bench's own
+/// connections open and close within milliseconds).
+async fn wait_for_connections(metrics: &daemoneye_ipc::ServerMetrics, open: u64) {
+    while metrics.snapshot().connections_open != open {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 fn main() {
