@@ -537,20 +537,28 @@ struct Mux {
     outbound: mpsc::Sender<(u32, Vec<u8>)>,
     waiting: Mutex<HashMap<u32, oneshot::Sender<Vec<u8>>>>,
     next_id: AtomicU32,
+    /// Ended with the mux: then both halves are gone and the server sees the end (a
+    /// pipe's write half alone does not close it).
+    reader: tokio::task::AbortHandle,
+}
+
+impl Drop for Mux {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 impl Mux {
     async fn connect(endpoint: &str) -> Result<Arc<Self>, BoxError> {
         let (read_half, write_half) = raw::split(raw::connect(endpoint).await?);
         let (outbound, queue) = mpsc::channel(1024);
-        let mux = Arc::new(Self {
+        tokio::spawn(mux_writer(write_half, queue));
+        Ok(Arc::new_cyclic(|mux| Self {
             outbound,
             waiting: Mutex::new(HashMap::new()),
             next_id: AtomicU32::new(1),
-        });
-        tokio::spawn(mux_writer(write_half, queue));
-        tokio::spawn(mux_reader(read_half, Arc::downgrade(&mux)));
-        Ok(mux)
+            reader: tokio::spawn(mux_reader(read_half, mux.clone())).abort_handle(),
+        }))
     }
 
     fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u32, oneshot::Sender<Vec<u8>>>> {
@@ -960,7 +968,7 @@ async fn run() -> Result<(), BoxError> {
     let (latencies, elapsed) = concurrent(W2_TASKS, duration, mux_call).await?;
     let mux_w2 = Run::new(latencies, elapsed, 2 * small_bytes);
     mux_w2.print("raw-mux", "W2");
-    drop(mux); // the writer's queue closes, the server sees the end, the reader ends
+    drop(mux); // the writer's queue closes, the reader is ended, the server sees the end
     mux_serving.await??;
 
     // --- ratios -------------------------------------------------------------------
