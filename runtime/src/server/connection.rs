@@ -88,6 +88,21 @@ enum Opening<S> {
     Closed,
 }
 
+/// The read buffer a connection starts with, in bytes: enough for a hello and a burst
+/// of small requests; it grows with the traffic (a frame's whole body is reserved once
+/// its header is read).
+const READ_BUFFER_START: usize = 2 * 1024;
+
+/// A buffer that held a frame this large, in bytes, is given back (the read buffer at
+/// once, the write buffer once the connection has sent nothing for
+/// [`WRITE_BUFFER_IDLE`]), so that a connection that once moved a big message does not
+/// keep its memory while it idles.
+const BUFFER_KEEP_MAX: usize = 64 * 1024;
+
+/// How long the writer keeps a large buffer with nothing to write: long enough that
+/// back-to-back large answers reuse it.
+const WRITE_BUFFER_IDLE: Duration = Duration::from_secs(1);
+
 pub(super) type Reader = FramedRead<StreamHalf, FrameCodec>;
 pub(super) type Writer = FramedWrite<StreamHalf, FrameCodec>;
 
@@ -99,8 +114,11 @@ pub(crate) async fn serve_connection<S: Service>(
     stop: CancellationToken,
 ) {
     let (catalog, config) = (&shared.catalog, &shared.config);
-    let mut reader = FramedRead::new(read_half, config.frame_codec());
+    let mut reader = FramedRead::with_capacity(read_half, config.frame_codec(), READ_BUFFER_START);
     let mut writer = FramedWrite::new(write_half, config.frame_codec());
+    // No write buffer until there is something to write: it grows to fit the answers.
+    // (Not `with_capacity(.., 0)`, which would also make every frame its own write.)
+    *writer.write_buffer_mut() = BytesMut::new();
     match open(catalog, &mut reader, &mut writer, config, &shared.metrics).await {
         Opening::Envelopes(service) => {
             serve_envelopes(&shared, service, identity, reader, writer, stop).await
@@ -485,7 +503,13 @@ async fn next_frame(
             .idle_at(timeout)
             .max(Instant::now() + Duration::from_millis(1));
         match tokio::time::timeout_at(wake.into(), reader.next()).await {
-            Ok(Some(Ok(frame))) => return Ok(Some(frame)),
+            Ok(Some(Ok(frame))) => {
+                if frame.len() > BUFFER_KEEP_MAX && reader.read_buffer().is_empty() {
+                    // The big allocation goes when the frame's last user drops it.
+                    *reader.read_buffer_mut() = BytesMut::with_capacity(READ_BUFFER_START);
+                }
+                return Ok(Some(frame));
+            }
             Ok(Some(Err(error))) => return Err(error),
             Ok(None) => return Ok(None),
             Err(_elapsed) => {
@@ -710,16 +734,38 @@ async fn write_loop(
     broken: CancellationToken,
 ) {
     let _close_on_exit = broken.clone().drop_guard();
-    let mut batch = Vec::with_capacity(64);
-    while queue.recv_many(&mut batch, 64).await > 0 {
+    // Allocated by the first answers, not while the connection idles.
+    let mut batch = Vec::new();
+    let mut holding_large = false;
+    loop {
+        let received = if holding_large {
+            match tokio::time::timeout(WRITE_BUFFER_IDLE, queue.recv_many(&mut batch, 64)).await {
+                Ok(received) => received,
+                Err(_idle) => {
+                    *writer.write_buffer_mut() = BytesMut::new();
+                    holding_large = false;
+                    continue;
+                }
+            }
+        } else {
+            queue.recv_many(&mut batch, 64).await
+        };
+        if received == 0 {
+            return; // every sender is gone
+        }
         let write = async {
             for envelope in batch.drain(..) {
                 writer.feed(envelope).await?;
             }
-            SinkExt::<Outgoing>::flush(&mut writer).await
+            // Measured before the flush empties the buffer (its capacity then no
+            // longer shows the allocation).
+            let large = writer.write_buffer().len() > BUFFER_KEEP_MAX;
+            SinkExt::<Outgoing>::flush(&mut writer)
+                .await
+                .map(|()| large)
         };
         match tokio::time::timeout(write_timeout, write).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(large)) => holding_large |= large,
             Ok(Err(error)) => {
                 tracing::debug!(%error, "server write failed; closing the connection");
                 return;
