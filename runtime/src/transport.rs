@@ -156,7 +156,7 @@ pub fn bind(config: &IpcConfig) -> Result<Listener, IpcError> {
     let options = {
         use interprocess::os::windows::local_socket::ListenerOptionsExt;
         if crate::windows::pipe_is_served(endpoint)? {
-            return Err(pipe_in_use(endpoint, "the pipe has instances"));
+            return Err(pipe_in_use(endpoint, "a server is listening on it"));
         }
         // interprocess creates the first instance with FILE_FLAG_FIRST_PIPE_INSTANCE.
         options.security_descriptor(crate::windows::pipe_security_descriptor()?)

@@ -169,12 +169,14 @@ pub(crate) fn pipe_security_descriptor() -> io::Result<SecurityDescriptor> {
     SecurityDescriptor::deserialize(&sddl)
 }
 
-/// Whether some server already has instances of the pipe `endpoint`: `WaitNamedPipeW`
-/// with a 1 ms wait succeeds when an instance is free, times out when all are busy,
-/// and fails with `ERROR_FILE_NOT_FOUND` when nobody serves the name. Nothing is
-/// connected. `transport::bind` asks this before creating the pipe because Wine
-/// ignores `FILE_FLAG_FIRST_PIPE_INSTANCE`; on Windows that flag still covers the
-/// moment between this question and the creation.
+/// Whether a server is listening on the pipe `endpoint`: `WaitNamedPipeW` with a 1 ms
+/// wait succeeds when an instance waits for a client (a live server keeps one, see
+/// `transport::bind`); it fails with `ERROR_FILE_NOT_FOUND` when no instance exists and
+/// times out when the instances left are all connected or closing (a server that has
+/// stopped while its clients still hold their ends: not served). Nothing is connected.
+/// `transport::bind` asks this before creating the pipe because Wine ignores
+/// `FILE_FLAG_FIRST_PIPE_INSTANCE`; on Windows that flag still covers the moment
+/// between this question and the creation.
 ///
 /// # Errors
 /// `InvalidInput` for a name with a NUL; any other failure of `WaitNamedPipeW`.
@@ -190,8 +192,7 @@ pub(crate) fn pipe_is_served(endpoint: &str) -> io::Result<bool> {
         .raw_os_error()
         .and_then(|code| u32::try_from(code).ok())
     {
-        Some(ERROR_FILE_NOT_FOUND) => Ok(false),
-        Some(ERROR_SEM_TIMEOUT) => Ok(true),
+        Some(ERROR_FILE_NOT_FOUND | ERROR_SEM_TIMEOUT) => Ok(false),
         _ => Err(error),
     }
 }
