@@ -4,7 +4,6 @@
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
-use sha2::{Digest, Sha256};
 use syn::{parse_quote_spanned, spanned::Spanned, Error, Item, TraitItem, TraitItemFn};
 
 use crate::ast::{type_name, Method, Service};
@@ -139,7 +138,7 @@ fn as_written(function: &mut TraitItemFn) {
 /// method's id, name, request and response message names (the last path segment of
 /// the types as written) and, for streaming methods, a streaming mark.
 fn schema_hash(service: &Service) -> u64 {
-    let mut hasher = Sha256::new();
+    let mut hasher = hmac_sha256::Hash::new();
     hasher.update(format!("service={}\n", service.name));
     let mut methods: Vec<&Method> = service.methods.iter().collect();
     methods.sort_by_key(|method| method.wire_id());

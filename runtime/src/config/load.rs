@@ -36,6 +36,8 @@ impl IpcConfig {
     ///
     /// The file's format follows its extension: `.toml`, or `.yaml` / `.yml` (any case).
     ///
+    /// Needs the `config-file` feature.
+    ///
     /// ```no_run
     /// # fn main() -> Result<(), daemoneye_ipc::IpcError> {
     /// use std::path::Path;
@@ -64,7 +66,8 @@ impl IpcConfig {
     }
 
     /// Like [`load`](Self::load) with `base` in place of the defaults: for a program
-    /// whose own defaults differ (procmond's endpoint, say).
+    /// whose own defaults differ (procmond's endpoint, say). Needs the `config-file`
+    /// feature.
     ///
     /// # Errors
     /// As for [`load`](Self::load).

@@ -5,8 +5,12 @@
 //!
 //! # Loading
 //!
-//! [`IpcConfig::load`] stacks three layers, each overriding the one before, then checks
-//! the result with [`IpcConfig::validate`]:
+//! Loading needs the crate's `config-file` feature (`features = ["config-file"]` on the
+//! `daemoneye-ipc` dependency). It is off by default, so that a program that builds its
+//! [`IpcConfig`] in code does not compile figment and the TOML and YAML parsers.
+//!
+//! With it, `IpcConfig::load` stacks three layers, each overriding the one before, then
+//! checks the result with [`IpcConfig::validate`]:
 //!
 //! 1. the defaults ([`IpcConfig::default`]);
 //! 2. a TOML (`.toml`) or YAML (`.yaml`, `.yml`) file, when a path is given;
@@ -51,6 +55,7 @@
 //! the IPC settings is an error naming it, so a misspelt `max_conections` cannot fall
 //! back to the default unnoticed. An empty file (or an empty `ipc:`) sets nothing.
 
+#[cfg(feature = "config-file")]
 mod load;
 
 use std::time::Duration;
@@ -63,6 +68,7 @@ pub use crate::codec::Crc32Variant;
 
 /// Every [`IpcConfig`] field, as spelt in files; `DAEMONEYE_` plus the upper-cased name
 /// is its environment variable. Kept in step with the struct by a unit test.
+#[cfg(any(feature = "config-file", test))]
 const FIELDS: [&str; 13] = [
     "endpoint_path",
     "max_frame_bytes",
@@ -94,8 +100,8 @@ const MAX_COUNT: usize = {
 /// ADR-0004).
 ///
 /// Serde reads it with every field optional (a missing field keeps its default) and
-/// unknown fields refused; see [`IpcConfig::load`] and the [module docs](self) for
-/// files and environment variables.
+/// unknown fields refused; see `IpcConfig::load` (feature `config-file`) and the
+/// [module docs](self) for files and environment variables.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IpcConfig {
@@ -348,21 +354,23 @@ pub fn endpoint_in(dir: &std::path::Path, name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use figment::value::Value;
+    use serde_json::Value;
 
     use super::*;
 
     #[test]
     fn field_list_matches_the_struct() {
-        let value = Value::serialize(IpcConfig::default()).expect("serialisable");
-        let dict = value.into_dict().expect("a struct serialises to a dict");
+        let value = serde_json::to_value(IpcConfig::default()).expect("serialisable");
+        let Value::Object(dict) = value else {
+            panic!("a struct serialises to a map: {value}");
+        };
         let mut names: Vec<&str> = dict.keys().map(String::as_str).collect();
         let mut fields = FIELDS.to_vec();
         names.sort_unstable();
         fields.sort_unstable();
         assert_eq!(names, fields);
         assert_eq!(dict["crc32_variant"].as_str(), Some("crc32c"));
-        let ieee = Value::serialize(Crc32Variant::Ieee).expect("serialisable");
+        let ieee = serde_json::to_value(Crc32Variant::Ieee).expect("serialisable");
         assert_eq!(ieee.as_str(), Some("ieee"));
     }
 
