@@ -34,9 +34,10 @@
 //! [`default_endpoint_for`](crate::config::default_endpoint_for)). Pipes have no
 //! directory; instead [`bind`] creates the pipe with a security descriptor whose
 //! protected DACL admits only the server's own user, SYSTEM and Administrators (the
-//! counterpart of mode 0600), and with `FILE_FLAG_FIRST_PIPE_INSTANCE`, so a name that
-//! another process already serves is refused (`AddrInUse`) rather than shared (the
-//! counterpart of never stealing a live socket). Both ends identify the peer process by
+//! counterpart of mode 0600). A name that another server is listening on is refused
+//! (`AddrInUse`) rather than shared (the counterpart of never stealing a live socket):
+//! [`bind`] asks `WaitNamedPipeW` first (Wine ignores the flag that follows), then
+//! creates the first instance with `FILE_FLAG_FIRST_PIPE_INSTANCE`. Both ends identify the peer process by
 //! its pid and its token's user SID ([`PeerIdentity`]) and check it against their
 //! [`PeerPolicy`], as on Unix.
 
