@@ -23,7 +23,7 @@ use daemoneye_ipc::{
     ipc_service, Code, IpcConfig, IpcError, MetricsSnapshot, Server, ServerMetrics, Status,
 };
 use prost::Message;
-use support::{frame, frame_with_crc, read_envelope, write_envelope};
+use support::{frame, frame_with_crc, read_envelope, write_envelope, RawStream};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
     sync::oneshot,
@@ -238,14 +238,12 @@ fn echo_method() -> u32 {
 // ---- raw frames, by hand ----------------------------------------------------------
 
 /// Connects without a handshake.
-async fn raw(harness: &Harness) -> daemoneye_ipc::transport::Stream {
-    daemoneye_ipc::transport::connect(harness.endpoint(), Duration::from_secs(10))
-        .await
-        .expect("raw connect")
+async fn raw(harness: &Harness) -> RawStream {
+    support::connect_raw(harness.endpoint()).await
 }
 
 /// Connects and completes the handshake by hand.
-async fn raw_after_handshake(harness: &Harness) -> daemoneye_ipc::transport::Stream {
+async fn raw_after_handshake(harness: &Harness) -> RawStream {
     let mut stream = raw(harness).await;
     let hello = pb::Hello {
         magic: HELLO_MAGIC,
@@ -327,7 +325,7 @@ enum When {
     AfterHandshake,
 }
 
-async fn connect_for(harness: &Harness, when: When) -> daemoneye_ipc::transport::Stream {
+async fn connect_for(harness: &Harness, when: When) -> RawStream {
     match when {
         When::FirstFrame => raw(harness).await,
         When::AfterHandshake => raw_after_handshake(harness).await,
@@ -461,7 +459,7 @@ async fn truncated_frame_then_shutdown_is_a_clean_close() {
     for when in [When::FirstFrame, When::AfterHandshake] {
         let before = harness.snapshot();
         // interprocess's `shutdown` is a no-op: half-close through tokio's own type.
-        let daemoneye_ipc::transport::Stream::UdSocket(stream) = connect_for(&harness, when).await;
+        let RawStream::UdSocket(stream) = connect_for(&harness, when).await;
         let stream = std::os::fd::OwnedFd::try_from(stream).expect("the socket's descriptor");
         let stream = std::os::unix::net::UnixStream::from(stream);
         stream.set_nonblocking(true).expect("nonblocking");

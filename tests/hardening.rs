@@ -19,7 +19,7 @@ use daemoneye_ipc::{
     ipc_service, Code, IpcConfig, IpcError, PeerPolicy, Server, ServerMetrics, Status,
 };
 use prost::Message;
-use support::{frame, read_envelope, write_envelope};
+use support::{frame, read_envelope, write_envelope, RawStream};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     sync::oneshot,
@@ -122,17 +122,12 @@ impl Harness {
         }
     }
 
-    async fn raw(&self) -> daemoneye_ipc::transport::Stream {
-        daemoneye_ipc::transport::connect(
-            &self.config.endpoint_path,
-            std::time::Duration::from_secs(10),
-        )
-        .await
-        .expect("raw connect")
+    async fn raw(&self) -> RawStream {
+        support::connect_raw(&self.config.endpoint_path).await
     }
 
     /// A raw connection that has completed the handshake.
-    async fn handshaken(&self) -> daemoneye_ipc::transport::Stream {
+    async fn handshaken(&self) -> RawStream {
         let mut stream = self.raw().await;
         let hello = Envelope::new(
             0,
@@ -210,7 +205,7 @@ fn request(id: u64, job: &Job) -> Envelope {
 
 /// Reads frames until the server closes the connection (at most `PATIENCE`); returns
 /// them.
-async fn read_until_closed(stream: &mut daemoneye_ipc::transport::Stream) -> Vec<Envelope> {
+async fn read_until_closed(stream: &mut RawStream) -> Vec<Envelope> {
     let mut bytes = Vec::new();
     let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut bytes)).await;
     assert!(read.is_ok(), "the server did not close the connection");

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// A raw connection to a server's endpoint (a Unix socket or a named pipe), with no
 /// handshake: what a hand-written or seed-era peer opens.
-pub type RawStream = interprocess::local_socket::tokio::Stream;
+pub type RawStream = daemoneye_ipc::transport::Stream;
 
 /// Opens a raw connection to `endpoint`.
 pub async fn connect_raw(endpoint: &str) -> RawStream {
