@@ -216,6 +216,35 @@ fn assert_exposition_format(text: &str) {
     }
 }
 
+/// A metrics textfile is written at start, before serving begins: the per-method series
+/// are there from bind on, at zero (procmond's textfile once lacked them).
+#[tokio::test]
+async fn every_method_is_reported_at_zero_before_serving_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "early"));
+    let server = Server::bind(&config, ObservedServer::new(ObservedImpl)).expect("bind");
+    let report = server.metrics().report();
+    for name in ["run", "idle"] {
+        let reported = method(&report, name);
+        assert_eq!(reported.started, 0, "{reported:?}");
+        assert!(reported.by_code.is_empty(), "{reported:?}");
+    }
+    assert!(
+        report
+            .methods
+            .iter()
+            .any(|m| m.service == "daemoneye.ipc.Health"),
+        "the built-in services are listed too: {report:?}"
+    );
+    let text = server.metrics().prometheus();
+    assert!(
+        text.contains(
+            "daemoneye_ipc_calls_started_total{service=\"test.Observed\",method=\"idle\"} 0"
+        ),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn prometheus_text_is_well_formed_and_has_the_expected_series() {
     let server = start();

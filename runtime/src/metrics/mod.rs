@@ -13,7 +13,7 @@ mod prometheus;
 use std::{
     sync::{
         atomic::{AtomicU64, Ordering},
-        OnceLock,
+        PoisonError, RwLock,
     },
     time::Instant,
 };
@@ -28,7 +28,8 @@ use crate::ServiceDescriptor;
 #[derive(Debug)]
 pub struct ServerMetrics {
     started: Instant,
-    methods: OnceLock<MethodTable>,
+    /// Replaced only before serving (at bind and by `add_service`); read per connection.
+    methods: RwLock<MethodTable>,
     connections_open: AtomicU64,
     connections_total: AtomicU64,
     refused_busy: AtomicU64,
@@ -47,7 +48,7 @@ impl Default for ServerMetrics {
     fn default() -> Self {
         Self {
             started: Instant::now(),
-            methods: OnceLock::new(),
+            methods: RwLock::default(),
             connections_open: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
             refused_busy: AtomicU64::new(0),
@@ -122,9 +123,9 @@ impl ServerMetrics {
             server: self.snapshot(),
             methods: self
                 .methods
-                .get()
-                .map(MethodTable::reports)
-                .unwrap_or_default(),
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .reports(),
         }
     }
 
@@ -141,17 +142,20 @@ impl ServerMetrics {
         prometheus::render(&self.report())
     }
 
-    /// Sets up the per-method counters for the services served; once, at serve time.
+    /// Sets up the per-method counters (all zero) for the services served: at bind and
+    /// again by each `add_service`, so that figures read before serving starts (a
+    /// metrics textfile written at start) already list every method.
     pub(crate) fn register(&self, descriptors: &[&'static ServiceDescriptor]) {
-        let _ = self.methods.set(MethodTable::new(descriptors));
+        *self.methods.write().unwrap_or_else(PoisonError::into_inner) =
+            MethodTable::new(descriptors);
     }
 
     /// The per-method counters of service `name`.
     pub(crate) fn service(&self, name: &str) -> ServiceMethods {
-        match self.methods.get() {
-            Some(table) => table.service(name),
-            None => MethodTable::default().service(name),
-        }
+        self.methods
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .service(name)
     }
 
     /// The server-wide counters now.

@@ -56,9 +56,22 @@ pub(crate) struct Catalog<S> {
 }
 
 impl<S: Service> Catalog<S> {
+    /// Every descriptor an endpoint serving `primary` and `others` answers for: theirs,
+    /// then the built-in reflection and health services'.
+    pub(crate) fn served(
+        primary: &S,
+        others: &[Arc<dyn DynService>],
+    ) -> Vec<&'static ServiceDescriptor> {
+        let mut served: Vec<&'static ServiceDescriptor> = std::iter::once(primary.descriptor())
+            .chain(others.iter().map(|other| other.descriptor()))
+            .collect();
+        served.push(ReflectionServer::<reflection::Served>::DESCRIPTOR);
+        served.push(HealthServer::<health::Served>::DESCRIPTOR);
+        served
+    }
+
     /// `primary` and `others`, plus the built-in reflection and health services every
-    /// endpoint answers; registers every service's method counters in `metrics`.
-    /// Also returns the names of all the services served.
+    /// endpoint answers. Also returns the names of all the services served.
     pub(crate) fn with_builtins(
         primary: Arc<S>,
         mut others: Vec<Arc<dyn DynService>>,
@@ -66,12 +79,7 @@ impl<S: Service> Catalog<S> {
         config: &IpcConfig,
         metrics: &Arc<ServerMetrics>,
     ) -> (Arc<Self>, Vec<&'static str>) {
-        let mut served: Vec<&'static ServiceDescriptor> = std::iter::once(primary.descriptor())
-            .chain(others.iter().map(|other| other.descriptor()))
-            .collect();
-        served.push(ReflectionServer::<reflection::Served>::DESCRIPTOR);
-        served.push(HealthServer::<health::Served>::DESCRIPTOR);
-        metrics.register(&served);
+        let served = Self::served(&primary, &others);
         let names: Vec<&'static str> = served.iter().map(|s| s.name).collect();
         others.push(Arc::new(HealthServer::new(health::Served {
             reporter: health.clone(),

@@ -159,15 +159,7 @@ impl<S: Service> Server<S> {
     /// (including `AddrInUse` when a live server already listens there).
     pub fn bind(config: &IpcConfig, service: S) -> Result<Self, IpcError> {
         let listener = transport::bind(config)?;
-        Ok(Self {
-            listener,
-            service: Arc::new(service),
-            others: Vec::new(),
-            health: HealthReporter::default(),
-            config: Arc::new(config.clone()),
-            policy: Arc::new(PeerPolicy::default()),
-            metrics: Arc::default(),
-        })
+        Ok(Self::new(config, listener, service))
     }
 
     /// Like [`bind`](Self::bind) on a listener made elsewhere: for socket activation,
@@ -185,7 +177,11 @@ impl<S: Service> Server<S> {
         service: S,
     ) -> Result<Self, IpcError> {
         config.validate()?;
-        Ok(Self {
+        Ok(Self::new(config, listener, service))
+    }
+
+    fn new(config: &IpcConfig, listener: Listener, service: S) -> Self {
+        let server = Self {
             listener,
             service: Arc::new(service),
             others: Vec::new(),
@@ -193,7 +189,15 @@ impl<S: Service> Server<S> {
             config: Arc::new(config.clone()),
             policy: Arc::new(PeerPolicy::default()),
             metrics: Arc::default(),
-        })
+        };
+        server.register_methods();
+        server
+    }
+
+    /// The per-method counters of everything served, listed (at zero) from the start.
+    fn register_methods(&self) {
+        self.metrics
+            .register(&Catalog::<S>::served(&self.service, &self.others));
     }
 
     /// This server also serving `service` on the same endpoint: a client's hello names
@@ -214,6 +218,7 @@ impl<S: Service> Server<S> {
             });
         }
         self.others.push(Arc::new(service));
+        self.register_methods();
         Ok(self)
     }
 
