@@ -126,6 +126,7 @@ impl<S: Service> TestServer<S> {
     /// serves the built-in reflection and health services, like a real server.
     pub fn new(config: &IpcConfig, service: S) -> Self {
         let metrics = Arc::new(ServerMetrics::default());
+        metrics.register(&Catalog::served(&service, &[]));
         let health = HealthReporter::default();
         let (catalog, _) =
             Catalog::with_builtins(Arc::new(service), Vec::new(), &health, config, &metrics);
