@@ -62,6 +62,7 @@ pub mod server;
 pub mod status;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod timer;
 pub mod transport;
 #[cfg(windows)]
 mod windows;

@@ -453,7 +453,7 @@ async fn write_loop(
                 }
                 Ok(())
             };
-            let result = match tokio::time::timeout(write_timeout, write).await {
+            let result = match crate::timer::unless_done_now(write_timeout, write).await {
                 Ok(result) => result,
                 Err(_) => Err(IpcError::Timeout {
                     operation: "write",

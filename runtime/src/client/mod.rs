@@ -393,7 +393,7 @@ impl Client {
             after_ms: millis(self.timeout),
         };
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let connection = match tokio::time::timeout(remaining, self.connection()).await {
+        let connection = match crate::timer::unless_done_now(remaining, self.connection()).await {
             Ok(Ok(connection)) => connection,
             Ok(Err(error)) => return (Err(error), false),
             Err(_) => return (Err(expired()), false),

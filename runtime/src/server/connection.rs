@@ -184,13 +184,15 @@ async fn serve_envelopes<S: Service>(
     let config = &*shared.config;
     let (outbound, queue) = mpsc::channel(config.max_in_flight);
     // Cancelled by the writer when it fails (write timeout, broken pipe): the peer can
-    // no longer be answered, so the connection ends and its calls stop.
-    let broken = CancellationToken::new();
+    // no longer be answered, so the connection ends and its calls stop. A child of
+    // `stop`, so that the reader waits on one token (polled once per frame, not
+    // re-created) and tells a shutdown from a broken writer by `stop` afterwards.
+    let ended = stop.child_token();
     let writer_task = tokio::spawn(write_loop(
         writer,
         queue,
         config.write_timeout(),
-        broken.clone(),
+        ended.clone(),
     ));
     let slots = Arc::new(Semaphore::new(config.max_in_flight));
     let calls: CallTable = Arc::default();
@@ -210,30 +212,38 @@ async fn serve_envelopes<S: Service>(
     // `Some(error)`: the peer broke the protocol or the connection failed; `None` with
     // `draining`: the server is shutting down; `None` otherwise: the peer closed.
     let mut draining = false;
+    // Created once: a timer entry and a token waiter per frame cost more than a frame's
+    // own work (W1 in the bench).
+    let closing = ended.cancelled();
+    let idle = tokio::time::sleep_until(clock.idle_at(config.read_timeout()).into());
+    tokio::pin!(closing, idle);
     let error = loop {
         // Backpressure: take a slot before reading, so a full connection is not read.
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break None,
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => Ok(slot),
+            // Not biased (nor below): a peer whose frames are always ready must not
+            // keep the reader from seeing a shutdown.
+            Err(_) => tokio::select! {
+                slot = slots.clone().acquire_owned() => slot.map_err(|_| ()),
+                () = &mut closing => Err(()),
             },
-            () = stop.cancelled() => {
-                draining = true;
-                break None;
-            }
-            () = broken.cancelled() => break Some(IpcError::PeerClosed),
         };
-        let next = next_frame(&mut reader, &clock, &slots, config);
-        let frame = tokio::select! {
-            next = next => next,
-            () = stop.cancelled() => {
-                draining = true;
-                break None;
-            }
-            () = broken.cancelled() => break Some(IpcError::PeerClosed),
+        let frame = match slot {
+            Ok(slot) => tokio::select! {
+                next = next_frame(&mut reader, &clock, &slots, config, idle.as_mut()) => {
+                    next.map(|frame| frame.map(|frame| (frame, slot)))
+                }
+                () = &mut closing => Ok(None),
+            },
+            Err(()) => Ok(None),
         };
-        let frame = match frame {
+        let (frame, slot) = match frame {
             Ok(Some(frame)) => frame,
+            Ok(None) if stop.is_cancelled() => {
+                draining = true;
+                break None;
+            }
+            Ok(None) if ended.is_cancelled() => break Some(IpcError::PeerClosed),
             Ok(None) => break None,
             Err(error) => break Some(error),
         };
@@ -490,40 +500,49 @@ impl IdleClock {
 /// Reads the next frame. `Ok(None)`: the peer closed. Fails with `Timeout` once the
 /// connection has been idle (no call in flight, nothing received) for `read_timeout_ms`,
 /// however long ago its last call was; a partial frame does not count as activity.
+///
+/// `idle` is the connection's one idle timer: it is not moved when frames arrive, only
+/// when it fires early (the connection was active meanwhile), to the new idle time.
 async fn next_frame(
     reader: &mut Reader,
     clock: &IdleClock,
     slots: &Semaphore,
     config: &IpcConfig,
+    mut idle: Pin<&mut tokio::time::Sleep>,
 ) -> Result<Option<Bytes>, IpcError> {
     let timeout = config.read_timeout();
     loop {
         // `FramedRead::next` is cancel-safe: bytes already read stay buffered.
-        let wake = clock
-            .idle_at(timeout)
-            .max(Instant::now() + Duration::from_millis(1));
-        match tokio::time::timeout_at(wake.into(), reader.next()).await {
-            Ok(Some(Ok(frame))) => {
-                if frame.len() > BUFFER_KEEP_MAX && reader.read_buffer().is_empty() {
-                    // The big allocation goes when the frame's last user drops it.
-                    *reader.read_buffer_mut() = BytesMut::with_capacity(READ_BUFFER_START);
+        tokio::select! {
+            biased;
+            next = reader.next() => return match next {
+                Some(Ok(frame)) => {
+                    if frame.len() > BUFFER_KEEP_MAX && reader.read_buffer().is_empty() {
+                        // The big allocation goes when the frame's last user drops it.
+                        *reader.read_buffer_mut() = BytesMut::with_capacity(READ_BUFFER_START);
+                    }
+                    Ok(Some(frame))
                 }
-                return Ok(Some(frame));
-            }
-            Ok(Some(Err(error))) => return Err(error),
-            Ok(None) => return Ok(None),
-            Err(_elapsed) => {
+                Some(Err(error)) => Err(error),
+                None => Ok(None),
+            },
+            () = idle.as_mut() => {
                 // The reader holds one slot itself.
                 let in_flight =
                     (config.max_in_flight - 1).saturating_sub(slots.available_permits());
                 if in_flight > 0 {
                     clock.touch(); // busy: idleness starts when the last call ends
-                } else if Instant::now() >= clock.idle_at(timeout) {
+                }
+                let now = Instant::now();
+                let idle_at = clock.idle_at(timeout);
+                if in_flight == 0 && now >= idle_at {
                     return Err(IpcError::Timeout {
                         operation: "read",
                         after_ms: config.read_timeout_ms,
                     });
                 }
+                idle.as_mut()
+                    .reset(idle_at.max(now + Duration::from_millis(1)).into());
             }
         }
     }
@@ -764,7 +783,7 @@ async fn write_loop(
                 .await
                 .map(|()| large)
         };
-        match tokio::time::timeout(write_timeout, write).await {
+        match crate::timer::unless_done_now(write_timeout, write).await {
             Ok(Ok(large)) => holding_large |= large,
             Ok(Err(error)) => {
                 tracing::debug!(%error, "server write failed; closing the connection");
