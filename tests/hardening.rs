@@ -259,6 +259,25 @@ async fn a_call_in_flight_keeps_the_connection_open() {
         .expect("answered after 6 read timeouts");
 }
 
+/// Calls spaced closer than the read timeout keep one connection open for many read
+/// timeouts: the idle timer, armed once per connection, is moved on when it fires
+/// early rather than closing an active connection.
+#[tokio::test]
+async fn regular_calls_keep_the_connection_open_past_the_read_timeout() {
+    let harness = Harness::start(|c| c.read_timeout_ms = 100);
+    let client = TargetClient::connect(&harness.config)
+        .await
+        .expect("connect");
+    for _ in 0..12 {
+        client.work(Job::default()).await.expect("answered");
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    }
+    let metrics = harness.metrics.snapshot();
+    assert_eq!(metrics.connections_total, 1, "{metrics:?}");
+    assert_eq!(metrics.connections_open, 1, "{metrics:?}");
+    assert_eq!(metrics.protocol_errors, 0, "{metrics:?}");
+}
+
 /// Issue 11, 4: a status far larger than a frame is truncated, and the connection
 /// goes on answering.
 #[tokio::test]
