@@ -121,6 +121,49 @@ async fn a_stalled_reader_ends_the_call_at_its_deadline() {
     );
 }
 
+/// The client's deadlines share one timer per connection, set no further ahead than
+/// the configured call timeout: a handle whose timeout is longer still waits its own
+/// whole timeout, and one whose timeout is shorter is not held up by the others.
+#[tokio::test]
+async fn deadlines_longer_and_shorter_than_the_configured_timeout_both_hold() {
+    let config = IpcConfig {
+        call_timeout_ms: 1_000,
+        ..IpcConfig::default()
+    };
+    let server = TestServer::new(&config, KitServer::new(KitImpl::default()));
+    let client = KitClient::from_client(server.client(KitClient::DESCRIPTOR).expect("client"));
+    server.inject(Fault::StallAfter(1)); // the hello's answer, then nothing
+    let long = client.clone().with_timeout(Duration::from_millis(1_300));
+    let short = client.clone().with_timeout(Duration::from_millis(30));
+    let started = std::time::Instant::now();
+    let (long, short) = tokio::join!(long.record(n(1)), async {
+        // After the long call is waiting, so that the short deadline comes before the
+        // timer the long one left.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let error = short.record(n(2)).await.expect_err("no answer arrives");
+        (error, started.elapsed())
+    });
+    let long = long.expect_err("no answer arrives");
+    assert!(
+        matches!(long, IpcError::DeadlineExceeded { after_ms: 1_300 }),
+        "{long:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_300),
+        "ended early: {:?}",
+        started.elapsed()
+    );
+    let (short, at) = short;
+    assert!(
+        matches!(short, IpcError::DeadlineExceeded { after_ms: 30 }),
+        "{short:?}"
+    );
+    assert!(at >= Duration::from_millis(50), "ended early: {at:?}");
+    // Had the short deadline not moved the timer, it would end with the timer's first
+    // firing, a whole configured timeout (1 s) after the connection opened.
+    assert!(at < Duration::from_millis(1_000), "held up by the timer: {at:?}");
+}
+
 #[tokio::test]
 async fn a_delayed_frame_still_arrives() {
     let (server, client) = setup();

@@ -26,10 +26,11 @@ use std::{
 use std::{future::Future, pin::Pin};
 
 use bytes::Bytes;
+use tokio::sync::mpsc::error::TrySendError;
 use tracing::Instrument;
 
 use self::{
-    connection::{Connection, PendingCall},
+    connection::{Connection, Deadline, PendingCall},
     stream::RawStreaming,
 };
 use crate::{
@@ -398,7 +399,11 @@ impl Client {
             Ok(Err(error)) => return (Err(error), false),
             Err(_) => return (Err(expired()), false),
         };
-        let (correlation_id, answer) = match connection.register() {
+        let registered = connection.register(Deadline {
+            at: deadline,
+            after_ms: millis(self.timeout),
+        });
+        let (correlation_id, answer) = match registered {
             Ok(registered) => registered,
             Err(error) => return (Err(error), false),
         };
@@ -420,24 +425,27 @@ impl Client {
                 initial_credit: 0,
             }),
         );
-        let outcome = tokio::time::timeout_at(deadline.into(), async {
-            if connection.outbound.send(request).await.is_err() {
-                return (Err(IpcError::PeerClosed), false);
+        // The connection's reader ends the call at its deadline (no timer per call);
+        // only a wait for room in a full queue takes a timer of its own.
+        match connection.outbound.try_send(request) {
+            Ok(()) => {}
+            Err(TrySendError::Full(request)) => {
+                let queued = connection.outbound.send(request);
+                match tokio::time::timeout_at(deadline.into(), queued).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_closed)) => return (Err(IpcError::PeerClosed), false),
+                    Err(_) => return (Err(expired()), false),
+                }
             }
-            match answer.await {
-                Ok(Ok(payload)) => (Ok(payload), true),
-                Ok(Err(failed)) => (Err(failed.error), failed.sent),
-                Err(_) => (Err(IpcError::PeerClosed), true),
-            }
-        })
-        .await;
-        match outcome {
-            Ok(outcome) => {
-                pending.done = true;
-                outcome
-            }
-            Err(_) => (Err(expired()), true),
+            Err(TrySendError::Closed(_)) => return (Err(IpcError::PeerClosed), false),
         }
+        let outcome = match answer.await {
+            Ok(Ok(payload)) => (Ok(payload), true),
+            Ok(Err(failed)) => (Err(failed.error), failed.sent),
+            Err(_) => (Err(IpcError::PeerClosed), true),
+        };
+        pending.done = true;
+        outcome
     }
 
     /// Starts server-streaming method `method_id` with `request`; its items arrive on
