@@ -19,7 +19,7 @@ pub use self::stream::Streaming;
 
 use std::{
     num::NonZeroU32,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, PoisonError, RwLock},
     time::{Duration, Instant},
 };
 
@@ -74,7 +74,8 @@ struct Shared {
     /// How connections are made.
     dialer: Dialer,
     /// The live connection, if any; read on every call, so a plain mutex held briefly.
-    current: Mutex<Option<Arc<Connection>>>,
+    /// Read by every call; written only to replace a failed connection.
+    current: RwLock<Option<Arc<Connection>>>,
     /// Serialises reconnection so that concurrent callers open one connection, not many.
     reconnect: tokio::sync::Mutex<()>,
 }
@@ -158,7 +159,7 @@ impl Client {
     ) -> Result<Self, IpcError> {
         let client = Self::lazy(config, service)?.with_server_policy(server_policy);
         let connection = client.shared.open().await?;
-        *client.slot() = Some(connection);
+        *client.slot_mut() = Some(connection);
         Ok(client)
     }
 
@@ -180,7 +181,7 @@ impl Client {
                 service,
                 server_policy: PeerPolicy::same_user(),
                 dialer: Dialer::Socket,
-                current: Mutex::new(None),
+                current: RwLock::new(None),
                 reconnect: tokio::sync::Mutex::new(()),
             }),
         })
@@ -200,7 +201,7 @@ impl Client {
             service,
             server_policy: PeerPolicy::any(),
             dialer: Dialer::Custom(dial),
-            current: Mutex::new(None),
+            current: RwLock::new(None),
             reconnect: tokio::sync::Mutex::new(()),
         });
         Ok(client)
@@ -224,7 +225,7 @@ impl Client {
             service: self.shared.service,
             server_policy,
             dialer: self.shared.dialer.clone(),
-            current: Mutex::new(None),
+            current: RwLock::new(None),
             reconnect: tokio::sync::Mutex::new(()),
         });
         self
@@ -570,27 +571,39 @@ impl Client {
             return Ok(connection);
         }
         let connection = self.shared.open().await?;
-        *self.slot() = Some(connection.clone());
+        *self.slot_mut() = Some(connection.clone());
         Ok(connection)
     }
 
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Arc<Connection>>> {
+    fn slot(&self) -> std::sync::RwLockReadGuard<'_, Option<Arc<Connection>>> {
         self.shared
             .current
-            .lock()
+            .read()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn slot_mut(&self) -> std::sync::RwLockWriteGuard<'_, Option<Arc<Connection>>> {
+        self.shared
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The current connection unless it has failed (a failed one is let go).
     fn live(&self) -> Option<Arc<Connection>> {
-        let mut slot = self.slot();
-        match slot.as_ref() {
-            Some(connection) if !connection.is_closed() => Some(connection.clone()),
-            Some(_) => {
-                *slot = None;
-                None
-            }
-            None => None,
+        match self.slot().as_ref() {
+            Some(connection) if !connection.is_closed() => return Some(connection.clone()),
+            Some(_) => {}
+            None => return None,
         }
+        let mut slot = self.slot_mut();
+        if slot
+            .as_ref()
+            .is_some_and(|connection| connection.is_closed())
+        {
+            *slot = None;
+        }
+        None
     }
 
     /// Calls waiting for an answer on the current connection (0 when there is none).
