@@ -161,7 +161,10 @@ async fn deadlines_longer_and_shorter_than_the_configured_timeout_both_hold() {
     assert!(at >= Duration::from_millis(50), "ended early: {at:?}");
     // Had the short deadline not moved the timer, it would end with the timer's first
     // firing, a whole configured timeout (1 s) after the connection opened.
-    assert!(at < Duration::from_millis(1_000), "held up by the timer: {at:?}");
+    assert!(
+        at < Duration::from_millis(1_000),
+        "held up by the timer: {at:?}"
+    );
 }
 
 #[tokio::test]
