@@ -9,12 +9,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 // Our own correlation ids: foldhash hashes them in a few ns, SipHash in ~20.
 use foldhash::HashMap;
 use futures_util::{SinkExt, StreamExt};
 use tokio::{
-    io::AsyncWriteExt,
+    io::{AsyncWrite, AsyncWriteExt},
     sync::{mpsc, oneshot, Notify},
 };
 use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
@@ -78,6 +78,9 @@ pub(super) struct Connection {
     next_id: AtomicU64,
     /// The unary calls' deadlines, enforced by the reader task.
     deadlines: Arc<Deadlines>,
+    /// The write half and the bytes on their way out, shared with the writer task.
+    outlet: Arc<Outlet>,
+    codec: FrameCodec,
     /// The reader and writer tasks; they hold only weak references, so they are stopped
     /// here when the last handle goes away.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
@@ -179,6 +182,36 @@ impl Waiter {
     }
 }
 
+/// The connection's way out: the write half, and the frames not yet written. The
+/// writer task takes the stream out while it writes; while it waits for work, a caller
+/// whose request finds nothing queued writes its own frame (see
+/// [`Connection::write_now`]), which spares the hand-off to the writer task.
+#[derive(Debug)]
+struct Outlet {
+    outbox: Mutex<Outbox>,
+    /// Tells the writer task that a caller left bytes in the outbox.
+    flush: Notify,
+}
+
+#[derive(Debug)]
+struct Outbox {
+    /// `None` while the writer task is writing with it (or after it failed).
+    stream: Option<StreamHalf>,
+    /// What a caller's write left unwritten (the writer task writes it next).
+    buffer: BytesMut,
+    /// (correlation id, end offset in `buffer`) of each request frame in `buffer`.
+    requests: Vec<(u64, usize)>,
+}
+
+impl Outlet {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Largest request a caller writes itself, in bytes; larger ones go to the writer task.
+const DIRECT_WRITE_MAX: usize = 64 * 1024;
+
 #[derive(Debug, Default)]
 struct State {
     pending: HashMap<u64, Waiter>,
@@ -231,11 +264,19 @@ impl Connection {
             going_away: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             deadlines: Arc::new(Deadlines::new(config.call_timeout())),
+            outlet: Arc::new(Outlet {
+                outbox: Mutex::new(Outbox {
+                    stream: Some(writer.into_inner()),
+                    buffer: BytesMut::new(),
+                    requests: Vec::new(),
+                }),
+                flush: Notify::new(),
+            }),
+            codec,
             tasks: Mutex::new(Vec::new()),
         });
-        let write_half = writer.into_inner();
         let writer = tokio::spawn(write_loop(
-            write_half,
+            connection.outlet.clone(),
             codec,
             control_queue,
             queue,
@@ -356,6 +397,65 @@ impl Connection {
             waiter.fail(IpcError::DeadlineExceeded { after_ms }, sent);
         }
         next
+    }
+
+    /// Writes request `envelope` here, on the caller's task, when nothing is queued and
+    /// the writer task is idle: encoded into the outbox and written as far as the
+    /// socket takes it without waiting (all synchronous: dropping the caller cannot
+    /// cut a frame). The writer task writes what is left, or meets the failure and
+    /// ends the connection. Returns the envelope when it is to be queued instead.
+    pub(super) fn write_now(&self, envelope: Envelope) -> Option<Envelope> {
+        let queued = self.outbound.capacity() != self.outbound.max_capacity();
+        if queued || prost::Message::encoded_len(&envelope) > DIRECT_WRITE_MAX {
+            return Some(envelope);
+        }
+        let Ok(mut outbox) = self.outlet.outbox.try_lock() else {
+            return Some(envelope); // the writer task is taking or returning the stream
+        };
+        let Outbox {
+            stream: Some(stream),
+            buffer,
+            requests,
+        } = &mut *outbox
+        else {
+            return Some(envelope); // the writer task is writing
+        };
+        if !buffer.is_empty() {
+            return Some(envelope); // the writer task has yet to write what is there
+        }
+        let id = envelope.correlation_id;
+        let mut codec = self.codec;
+        if let Err(error) = codec.encode(envelope, buffer) {
+            buffer.clear();
+            drop(outbox);
+            self.complete(id, Err(Failed { error, sent: false }));
+            return None;
+        }
+        if !self.mark_written(std::iter::once(id), true) {
+            buffer.clear(); // the connection failed meanwhile; the call was told
+            return None;
+        }
+        requests.push((id, buffer.len()));
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut written = 0;
+        while written < buffer.len() {
+            match std::pin::Pin::new(&mut *stream).poll_write(&mut context, &buffer[written..]) {
+                std::task::Poll::Ready(Ok(n)) if n > 0 => written += n,
+                // Full, closed or failed: the writer task takes over.
+                _ => break,
+            }
+        }
+        buffer.advance(written);
+        requests.retain_mut(|(_, end)| {
+            *end = end.saturating_sub(written);
+            *end > 0
+        });
+        let rest = !buffer.is_empty();
+        drop(outbox);
+        if rest {
+            self.outlet.flush.notify_one();
+        }
+        None
     }
 
     /// Ends call `correlation_id` with `delivery` (a response, or why it failed).
@@ -509,22 +609,19 @@ impl Connection {
 const WRITE_CHUNK: usize = 64 * 1024;
 
 /// Writes queued envelopes, batching whatever is queued into as few writes as possible
-/// (control frames first), and keeps exact track of which requests got out: a request
-/// whose frame was not completely written when the connection failed is reported as
-/// not sent.
+/// (control frames first), and what callers' own writes left in the outbox; keeps exact
+/// track of which requests got out: a request whose frame was not completely written
+/// when the connection failed is reported as not sent.
 async fn write_loop(
-    mut stream: StreamHalf,
+    outlet: Arc<Outlet>,
     mut codec: FrameCodec,
     mut control: mpsc::UnboundedReceiver<Envelope>,
     mut queue: mpsc::Receiver<Envelope>,
     write_timeout: Duration,
     connection: std::sync::Weak<Connection>,
 ) {
-    let mut buffer = BytesMut::with_capacity(8 * 1024);
     let mut batch = Vec::with_capacity(64);
     let mut controls = Vec::with_capacity(64);
-    // (correlation id, end offset in `buffer`) of each request frame in the chunk.
-    let mut requests: Vec<(u64, usize)> = Vec::with_capacity(64);
     let error = 'write: loop {
         let received = tokio::select! {
             biased;
@@ -533,6 +630,7 @@ async fn write_loop(
                 n
             }
             n = queue.recv_many(&mut batch, 64) => n,
+            () = outlet.flush.notified() => usize::MAX, // only the outbox to write
         };
         if received == 0 {
             return; // every sender is gone: the connection was dropped
@@ -540,17 +638,31 @@ async fn write_loop(
         let Some(live) = connection.upgrade() else {
             return;
         };
+        // The stream, and what callers left unwritten (already marked written).
+        let (mut stream, mut buffer, mut requests) = {
+            let mut outbox = outlet.lock();
+            let Some(stream) = outbox.stream.take() else {
+                return;
+            };
+            let buffer = std::mem::take(&mut outbox.buffer);
+            (stream, buffer, std::mem::take(&mut outbox.requests))
+        };
         let mut envelopes = batch.drain(..).peekable();
-        while let Some(envelope) = envelopes.next() {
-            let id = envelope.correlation_id;
-            let is_request = matches!(envelope.body, Some(Body::Request(_)));
-            match codec.encode(envelope, &mut buffer) {
-                Ok(()) if is_request => requests.push((id, buffer.len())),
-                Ok(()) => {}
-                Err(error) => live.complete(id, Err(Failed { error, sent: false })),
+        loop {
+            for envelope in envelopes.by_ref() {
+                let id = envelope.correlation_id;
+                let is_request = matches!(envelope.body, Some(Body::Request(_)));
+                match codec.encode(envelope, &mut buffer) {
+                    Ok(()) if is_request => requests.push((id, buffer.len())),
+                    Ok(()) => {}
+                    Err(error) => live.complete(id, Err(Failed { error, sent: false })),
+                }
+                if buffer.len() >= WRITE_CHUNK {
+                    break;
+                }
             }
-            if buffer.len() < WRITE_CHUNK && envelopes.peek().is_some() {
-                continue;
+            if buffer.is_empty() {
+                break;
             }
             if !live.mark_written(requests.iter().map(|(id, _)| *id), true) {
                 return; // failed meanwhile; the reader has reported it
@@ -581,9 +693,17 @@ async fn write_loop(
             buffer.clear();
             requests.clear();
             if buffer.capacity() > 4 * WRITE_CHUNK {
-                buffer = BytesMut::with_capacity(8 * 1024); // give a burst's memory back
+                buffer = BytesMut::new(); // give a burst's memory back
+            }
+            if envelopes.peek().is_none() {
+                break;
             }
         }
+        drop(envelopes);
+        let mut outbox = outlet.lock();
+        outbox.stream = Some(stream);
+        outbox.buffer = buffer;
+        outbox.requests = requests;
     };
     tracing::debug!(%error, "client write failed");
     // Nothing more goes out: requests still queued were never written.

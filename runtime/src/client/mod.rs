@@ -408,7 +408,7 @@ impl Client {
             Ok(registered) => registered,
             Err(error) => return (Err(error), false),
         };
-        let mut pending = PendingCall {
+        let pending = PendingCall {
             connection: &connection,
             correlation_id,
             done: false,
@@ -428,6 +428,9 @@ impl Client {
         );
         // The connection's reader ends the call at its deadline (no timer per call);
         // only a wait for room in a full queue takes a timer of its own.
+        let Some(request) = connection.write_now(request) else {
+            return self.answer(answer, pending).await;
+        };
         match connection.outbound.try_send(request) {
             Ok(()) => {}
             Err(TrySendError::Full(request)) => {
@@ -440,6 +443,15 @@ impl Client {
             }
             Err(TrySendError::Closed(_)) => return (Err(IpcError::PeerClosed), false),
         }
+        self.answer(answer, pending).await
+    }
+
+    /// Waits for the answer of a call whose request is on its way.
+    async fn answer(
+        &self,
+        answer: tokio::sync::oneshot::Receiver<connection::Delivery>,
+        mut pending: PendingCall<'_>,
+    ) -> (Answer, bool) {
         let outcome = match answer.await {
             Ok(Ok(payload)) => (Ok(payload), true),
             Ok(Err(failed)) => (Err(failed.error), failed.sent),
