@@ -394,11 +394,16 @@ impl Client {
         let expired = || IpcError::DeadlineExceeded {
             after_ms: millis(self.timeout),
         };
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let connection = match crate::timer::unless_done_now(remaining, self.connection()).await {
-            Ok(Ok(connection)) => connection,
-            Ok(Err(error)) => return (Err(error), false),
-            Err(_) => return (Err(expired()), false),
+        let connection = match self.live() {
+            Some(connection) => connection,
+            None => {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(remaining, self.connection()).await {
+                    Ok(Ok(connection)) => connection,
+                    Ok(Err(error)) => return (Err(error), false),
+                    Err(_) => return (Err(expired()), false),
+                }
+            }
         };
         let registered = connection.register(Deadline {
             at: deadline,

@@ -116,15 +116,16 @@ impl MethodStats {
         }
     }
 
-    /// Starts recording one call whose request was `request_bytes` long.
-    pub(crate) fn start(self: &Arc<Self>, request_bytes: usize) -> CallRecord {
+    /// Starts recording one call whose request was `request_bytes` long and arrived
+    /// at `now` (the caller's clock reading, shared with its other uses).
+    pub(crate) fn start(self: &Arc<Self>, request_bytes: usize, now: Instant) -> CallRecord {
         self.started.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.request_bytes
             .fetch_add(request_bytes as u64, Ordering::Relaxed);
         CallRecord {
             stats: self.clone(),
-            since: Instant::now(),
+            since: now,
             done: false,
         }
     }
@@ -178,15 +179,16 @@ pub(crate) struct CallRecord {
 }
 
 impl CallRecord {
-    /// The call ended with `code` and a response of `response_bytes`.
-    pub(crate) fn finish(mut self, code: Code, response_bytes: usize) {
-        self.end(code, response_bytes);
+    /// The call ended at `now` with `code` and a response of `response_bytes`.
+    pub(crate) fn finish(mut self, code: Code, response_bytes: usize, now: Instant) {
+        self.end(code, response_bytes, now);
     }
 
-    fn end(&mut self, code: Code, response_bytes: usize) {
+    fn end(&mut self, code: Code, response_bytes: usize, now: Instant) {
         self.done = true;
         let stats = &self.stats;
-        let micros = u64::try_from(self.since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let took = now.saturating_duration_since(self.since);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         stats.latency.record(micros);
         if let Some(counter) = stats.by_code.get(code as usize) {
             counter.fetch_add(1, Ordering::Relaxed);
@@ -201,7 +203,7 @@ impl CallRecord {
 impl Drop for CallRecord {
     fn drop(&mut self) {
         if !self.done {
-            self.end(Code::Cancelled, 0);
+            self.end(Code::Cancelled, 0, Instant::now());
         }
     }
 }

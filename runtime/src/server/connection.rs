@@ -257,7 +257,9 @@ async fn serve_envelopes<S: Service>(
             Ok(None) => break None,
             Err(error) => break Some(error),
         };
-        clock.touch();
+        // One clock reading for the idle clock and the call's latency.
+        let arrived = Instant::now();
+        clock.touch_at(arrived);
         let envelope = match <Envelope as prost::Message>::decode(frame) {
             Ok(envelope) => envelope,
             Err(error) => break Some(error.into()),
@@ -285,7 +287,10 @@ async fn serve_envelopes<S: Service>(
                 let span = call_span(&service, &request, id, &identity);
                 let ending = CallEnd {
                     id,
-                    record: stats.as_ref().map(|s| s.start(request.payload.len())),
+                    record: stats
+                        .as_ref()
+                        .map(|s| s.start(request.payload.len(), arrived)),
+                    ended: None,
                     span: span.clone(),
                     outbound: outbound.clone(),
                     writer: writer.clone(),
@@ -500,7 +505,13 @@ impl IdleClock {
     }
 
     fn touch(&self) {
-        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.touch_at(Instant::now());
+    }
+
+    /// Activity at `now`.
+    fn touch_at(&self, now: Instant) {
+        let since = now.saturating_duration_since(self.start);
+        let now = u64::try_from(since.as_millis()).unwrap_or(u64::MAX);
         self.last.fetch_max(now, Ordering::Relaxed);
     }
 
@@ -609,6 +620,9 @@ struct CallEnd {
     metrics: Arc<ServerMetrics>,
     /// The call's place among `max_in_flight`.
     slot: tokio::sync::OwnedSemaphorePermit,
+    /// When the call's end was recorded (one clock reading for the latency and the
+    /// idle clock).
+    ended: Option<Instant>,
 }
 
 impl CallEnd {
@@ -616,9 +630,11 @@ impl CallEnd {
     fn record(&mut self, answer: &Outgoing) {
         let (code, bytes) = outcome_of(answer);
         log_outcome(&self.span, code, answer);
+        let now = Instant::now();
         if let Some(record) = self.record.take() {
-            record.finish(code, bytes);
+            record.finish(code, bytes, now);
         }
+        self.ended = Some(now);
     }
 
     /// The call answered: queue the answer, waiting for room.
@@ -701,7 +717,7 @@ impl CallEnd {
         if let Some(calls) = &self.calls {
             lock(calls).remove(&self.id);
         }
-        self.clock.touch();
+        self.clock.touch_at(self.ended.unwrap_or_else(Instant::now));
         drop(self.slot);
     }
 }
@@ -775,7 +791,7 @@ async fn run_call<S: Service>(
         0 => handler_timeout,
         us => Duration::from_micros(us).min(handler_timeout),
     };
-    let result = match tokio::time::timeout(limit, call).await {
+    let result = match crate::timer::unless_done_now(limit, call).await {
         Ok(result) => result,
         Err(_) => {
             metrics.deadline_exceeded();
