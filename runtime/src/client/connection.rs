@@ -19,6 +19,7 @@ use tokio::{
 };
 use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
 
+use super::request::RequestFrame;
 use crate::{
     codec::FrameCodec,
     config::millis,
@@ -399,18 +400,19 @@ impl Connection {
         next
     }
 
-    /// Writes request `envelope` here, on the caller's task, when nothing is queued and
-    /// the writer task is idle: encoded into the outbox and written as far as the
-    /// socket takes it without waiting (all synchronous: dropping the caller cannot
-    /// cut a frame). The writer task writes what is left, or meets the failure and
-    /// ends the connection. Returns the envelope when it is to be queued instead.
-    pub(super) fn write_now(&self, envelope: Envelope) -> Option<Envelope> {
+    /// Writes `request` here, on the caller's task, when nothing is queued and the
+    /// writer task is idle: encoded into the outbox and written as far as the socket
+    /// takes it without waiting (all synchronous: dropping the caller cannot cut a
+    /// frame). The writer task writes what is left, or meets the failure and ends the
+    /// connection. `false`: nothing was done, the request is to be queued.
+    pub(super) fn write_now(&self, request: &RequestFrame<'_>) -> bool {
         let queued = self.outbound.capacity() != self.outbound.max_capacity();
-        if queued || prost::Message::encoded_len(&envelope) > DIRECT_WRITE_MAX {
-            return Some(envelope);
+        let len = request.encoded_len();
+        if queued || len > DIRECT_WRITE_MAX {
+            return false;
         }
         let Ok(mut outbox) = self.outlet.outbox.try_lock() else {
-            return Some(envelope); // the writer task is taking or returning the stream
+            return false; // the writer task is taking or returning the stream
         };
         let Outbox {
             stream: Some(stream),
@@ -418,22 +420,23 @@ impl Connection {
             requests,
         } = &mut *outbox
         else {
-            return Some(envelope); // the writer task is writing
+            return false; // the writer task is writing
         };
         if !buffer.is_empty() {
-            return Some(envelope); // the writer task has yet to write what is there
+            return false; // the writer task has yet to write what is there
         }
-        let id = envelope.correlation_id;
-        let mut codec = self.codec;
-        if let Err(error) = codec.encode(envelope, buffer) {
-            buffer.clear();
+        let id = request.correlation_id;
+        if let Err(error) = self
+            .codec
+            .encode_with(len, buffer, |dst| request.encode(dst))
+        {
             drop(outbox);
             self.complete(id, Err(Failed { error, sent: false }));
-            return None;
+            return true;
         }
         if !self.mark_written(std::iter::once(id), true) {
             buffer.clear(); // the connection failed meanwhile; the call was told
-            return None;
+            return true;
         }
         requests.push((id, buffer.len()));
         let mut context = std::task::Context::from_waker(std::task::Waker::noop());
@@ -455,7 +458,7 @@ impl Connection {
         if rest {
             self.outlet.flush.notify_one();
         }
-        None
+        true
     }
 
     /// Ends call `correlation_id` with `delivery` (a response, or why it failed).

@@ -13,6 +13,7 @@
 //! reader and writer tasks).
 
 mod connection;
+mod request;
 mod stream;
 
 pub use self::stream::Streaming;
@@ -31,6 +32,7 @@ use tracing::Instrument;
 
 use self::{
     connection::{Connection, Deadline, PendingCall},
+    request::{Encoded, Message, RequestBody, RequestFrame},
     stream::RawStreaming,
 };
 use crate::{
@@ -309,8 +311,7 @@ impl Client {
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
-        let payload = Bytes::from(request.encode_to_vec());
-        let answer = self.call_raw(method_id, payload).await?;
+        let answer = self.call_body(method_id, &Message(request)).await?;
         Ok(Resp::decode(answer)?)
     }
 
@@ -320,6 +321,11 @@ impl Client {
     /// # Errors
     /// As for [`call`](Self::call), except `Decode`.
     pub async fn call_raw(&self, method_id: u32, payload: Bytes) -> Answer {
+        self.call_body(method_id, &Encoded(&payload)).await
+    }
+
+    /// A call, its request encoded into its frame by `payload` (on every attempt).
+    async fn call_body(&self, method_id: u32, payload: &dyn RequestBody) -> Answer {
         let service = self.shared.service;
         let span = tracing::debug_span!(
             "call",
@@ -344,11 +350,12 @@ impl Client {
         answer
     }
 
-    async fn call_with_retries(&self, method_id: u32, payload: Bytes) -> Answer {
+    async fn call_with_retries(&self, method_id: u32, payload: &dyn RequestBody) -> Answer {
         let max = self.shared.config.max_frame_bytes;
-        if payload.len() + ENVELOPE_OVERHEAD > max {
+        let size = payload.encoded_len() + ENVELOPE_OVERHEAD;
+        if size > max {
             return Err(IpcError::TooLarge {
-                size: payload.len() + ENVELOPE_OVERHEAD,
+                size,
                 max_size: max,
             });
         }
@@ -368,7 +375,7 @@ impl Client {
                 Some(breaker) => Some(breaker.acquire()?),
                 None => None,
             };
-            let (answer, sent) = self.attempt(method_id, payload.clone(), deadline).await;
+            let (answer, sent) = self.attempt(method_id, payload, deadline).await;
             if let Some(permit) = permit {
                 permit.record(!matches!(&answer, Err(error) if is_failure(error)));
             }
@@ -390,7 +397,12 @@ impl Client {
 
     /// One attempt: (re)connect if needed, send, wait. Also says whether the request
     /// may have reached the server.
-    async fn attempt(&self, method_id: u32, payload: Bytes, deadline: Instant) -> (Answer, bool) {
+    async fn attempt(
+        &self,
+        method_id: u32,
+        payload: &dyn RequestBody,
+        deadline: Instant,
+    ) -> (Answer, bool) {
         let expired = || IpcError::DeadlineExceeded {
             after_ms: millis(self.timeout),
         };
@@ -422,21 +434,18 @@ impl Client {
         let timeout_us = u64::try_from(remaining.as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
-        let request = Envelope::new(
+        let request = RequestFrame {
             correlation_id,
-            Body::Request(pb::Request {
-                method_id,
-                timeout_us,
-                payload,
-                initial_credit: 0,
-            }),
-        );
+            method_id,
+            timeout_us,
+            payload,
+        };
         // The connection's reader ends the call at its deadline (no timer per call);
         // only a wait for room in a full queue takes a timer of its own.
-        let Some(request) = connection.write_now(request) else {
+        if connection.write_now(&request) {
             return self.answer(answer, pending).await;
-        };
-        match connection.outbound.try_send(request) {
+        }
+        match connection.outbound.try_send(request.to_envelope()) {
             Ok(()) => {}
             Err(TrySendError::Full(request)) => {
                 let queued = connection.outbound.send(request);
