@@ -1,16 +1,19 @@
 //! The client side of a connection: many calls in flight on one connection, each answer
 //! matched to its caller by correlation id.
 //!
-//! A [`Client`] is a cheap, cloneable handle. Calls are encoded in the caller's task and
-//! handed to one writer task, which batches whatever frames are queued into one write;
-//! one reader task routes each answer to the waiting call through a `oneshot`. A call
-//! that times out, or whose future is dropped, is removed from the table and the server
-//! is sent a `Cancel`. When the connection fails, every call in flight ends with that
-//! error; the next call opens a new connection (a call is never sent twice).
+//! A [`Client`] is a cheap, cloneable handle. A call's request is encoded straight into
+//! its frame (`request`): by the caller itself, which also writes it when nothing else
+//! is queued and the writer task is idle, or else by one writer task, which batches
+//! whatever frames are queued into one write. One reader task routes each answer to the
+//! waiting call through a `oneshot`, and ends calls whose deadline passed (one timer
+//! per connection, not per call). A call that times out, or whose future is dropped, is
+//! removed from the table and the server is sent a `Cancel`. When the connection fails,
+//! every call in flight ends with that error; the next call opens a new connection (a
+//! call is never sent twice).
 //!
 //! Layout: this module is the handle (retries, deadlines, breaker, rate limit,
-//! reconnection); `connection` is one connection (its table of calls in flight,
-//! reader and writer tasks).
+//! reconnection); `connection` is one connection (its table of calls in flight, the
+//! outbox, reader and writer tasks); `request` encodes a request's envelope.
 
 mod connection;
 mod request;

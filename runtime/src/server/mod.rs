@@ -1,8 +1,10 @@
 //! The server side: accept loop, connection limit, handshake and concurrent dispatch.
 //!
-//! One task per connection reads frames; each request runs in its own task, so a slow
-//! handler never holds up the others on the same connection; answers go back through a
-//! writer task that batches whatever is queued into one write. Limits:
+//! One task per connection reads frames and polls each request's handler once; a
+//! handler that is not done by then runs in its own task, so a slow handler never holds
+//! up the others on the same connection. An answer ready at once is written by the
+//! reader's task when the writer is idle; other answers go through a writer task that
+//! batches whatever is queued into one write. Limits:
 //!
 //! - **connections**: a semaphore permit is held for each connection's life
 //!   (`max_connections`); a client over the limit is answered with a
