@@ -717,6 +717,65 @@ async fn a_connection_flood_gets_explicit_busy_errors() {
 
 // ---- 11. ten thousand calls, random deadlines and cancellations ------------------
 
+/// A server that answers every handshake and then never reads: the client's own
+/// writes and its writer task's stop at the socket's buffer, the write timeout ends the
+/// connection, and every call ends with an error (none hangs, whether its frame was
+/// written by its caller, by the writer task, or never).
+#[tokio::test]
+async fn calls_to_a_server_that_stops_reading_end_at_the_write_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = IpcConfig {
+        write_timeout_ms: 200,
+        call_timeout_ms: 3_000,
+        ..IpcConfig::with_endpoint(daemoneye_ipc::config::endpoint_in(dir.path(), "deaf"))
+    };
+    let listener = daemoneye_ipc::transport::bind(&config).expect("bind");
+    let deaf = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok(mut stream) = daemoneye_ipc::transport::accept(&listener).await {
+            let hello = read_envelope(&mut stream).await;
+            let Some(Body::Hello(hello)) = hello.body else {
+                panic!("expected a hello, got {hello:?}");
+            };
+            let ack = pb::HelloAck {
+                protocol_version: PROTOCOL_VERSION,
+                service: hello.service,
+                schema_hash: hello.schema_hash,
+                max_frame_bytes: 16 << 20,
+                max_in_flight: 64,
+            };
+            write_envelope(&mut stream, &Envelope::new(0, Body::HelloAck(ack))).await;
+            held.push(stream); // never read again
+        }
+    });
+    let client = FaultyClient::connect(&config).await.expect("connect");
+    let raw = client.client().clone();
+    // 64 requests of 60 KB: far more than a socket buffer holds.
+    let payload = Bytes::from(vec![0x5a; 60_000]);
+    let calls = (0..64).map(|_| {
+        let (raw, payload) = (raw.clone(), payload.clone());
+        tokio::spawn(async move { raw.call_raw(echo_method(), payload).await })
+    });
+    let ended = tokio::time::timeout(PATIENCE, futures_util::future::join_all(calls))
+        .await
+        .expect("every call ends");
+    let mut write_timeouts = 0;
+    for result in ended {
+        let error = result.expect("task").expect_err("nothing is answered");
+        if matches!(
+            error,
+            IpcError::Timeout {
+                operation: "write",
+                ..
+            }
+        ) {
+            write_timeouts += 1;
+        }
+    }
+    assert!(write_timeouts > 0, "no call saw the write timeout");
+    deaf.abort();
+}
+
 /// How one call of the storm ended.
 #[derive(Debug)]
 enum Outcome {

@@ -585,8 +585,13 @@ impl AsyncWrite for StreamHalf {
     }
 }
 
-/// Accepts one connection from `listener`.
-pub(crate) async fn accept(listener: &Listener) -> io::Result<Stream> {
+/// Accepts one connection from `listener` (made by [`bind`]), with no peer check and no
+/// handshake: what [`Server`](crate::Server) does before its own checks; for tests and
+/// tools that play a server by hand.
+///
+/// # Errors
+/// The listener's accept error (e.g. out of file descriptors).
+pub async fn accept(listener: &Listener) -> io::Result<Stream> {
     listener.accept().await
 }
 
