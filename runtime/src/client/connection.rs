@@ -352,17 +352,14 @@ impl Connection {
             },
         );
         let deadlines = &*self.deadlines;
-        let earlier = deadline.is_some_and(|deadline| {
-            let at = deadlines.micros(deadline.at);
-            at < deadlines.armed_us.load(Ordering::Acquire)
+        let earlier = deadline.filter(|deadline| {
+            deadlines.micros(deadline.at) < deadlines.armed_us.load(Ordering::Acquire)
         });
-        if earlier {
-            if let Some(deadline) = deadline {
-                deadlines.set_armed(deadline.at);
-            }
+        if let Some(deadline) = earlier {
+            deadlines.set_armed(deadline.at);
         }
         drop(state);
-        if earlier {
+        if earlier.is_some() {
             deadlines.earlier.notify_one();
         }
         Ok(id)
