@@ -16,12 +16,16 @@
 //! doc saying so. To describe their fields, define them in a `.proto` file, generate
 //! them with prost-build (or protox + prost-build) and pass the file descriptor set.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
+use std::iter;
 
-use prost_reflect::{
-    Cardinality, DescriptorPool, EnumDescriptor, FieldDescriptor, FileDescriptor, Kind,
-    MessageDescriptor,
+use prost::Message as _;
+use prost_types::field_descriptor_proto::{Label as ProtoLabel, Type};
+use prost_types::{
+    DescriptorProto, EnumDescriptorProto, FieldDescriptorProto, FileDescriptorProto,
+    FileDescriptorSet,
 };
 use serde::{Deserialize, Serialize};
 
@@ -251,18 +255,23 @@ impl Contract {
         methods: Vec<MethodContract>,
         descriptor_sets: &[&[u8]],
     ) -> Result<Contract, SchemaError> {
-        let mut pool = DescriptorPool::new();
-        for (index, set) in descriptor_sets.iter().enumerate() {
-            pool.decode_file_descriptor_set(*set).map_err(|e| {
-                SchemaError::InvalidDescriptorSet {
-                    index,
-                    message: e.to_string(),
-                }
-            })?;
+        // All decoded first, as the pool borrows them; then added in order, so that the
+        // first set that does not decode or does not hold together is the one reported.
+        let decoded: Vec<Option<FileDescriptorSet>> = descriptor_sets
+            .iter()
+            .map(|set| FileDescriptorSet::decode(*set).ok())
+            .collect();
+        let mut pool = Pool::default();
+        for (index, set) in decoded.iter().enumerate() {
+            let invalid = |message: String| SchemaError::InvalidDescriptorSet { index, message };
+            let set = set
+                .as_ref()
+                .ok_or_else(|| invalid("failed to decode file descriptor set".to_owned()))?;
+            pool.add_set(set).map_err(invalid)?;
         }
         check_unique(&methods)?;
 
-        let mut roots: Vec<MessageDescriptor> = Vec::new();
+        let mut roots: Vec<usize> = Vec::new();
         let mut unknown: BTreeSet<String> = BTreeSet::new();
         let mut resolved = Vec::with_capacity(methods.len());
         for mut method in methods {
@@ -270,7 +279,7 @@ impl Contract {
                 match resolve(&pool, &method.name, name)? {
                     Resolved::Nothing => *name = NO_MESSAGE.to_owned(),
                     Resolved::Message(message) => {
-                        *name = message.full_name().to_owned();
+                        *name = pool.messages[message].full_name.clone();
                         roots.push(message);
                     }
                     Resolved::Unknown(rust_name) => {
@@ -282,7 +291,7 @@ impl Contract {
             resolved.push(method);
         }
 
-        let (messages, enums) = reachable(roots);
+        let (messages, enums) = reachable(&pool, roots);
         let mut comments = Comments::default();
         let mut contract = Contract {
             service: service.to_owned(),
@@ -290,12 +299,12 @@ impl Contract {
             methods: resolved,
             messages: messages
                 .values()
-                .map(|m| message_schema(m, &mut comments))
+                .map(|&m| message_schema(&pool, &pool.messages[m], &mut comments))
                 .chain(unknown.into_iter().map(unknown_message))
                 .collect(),
             enums: enums
                 .values()
-                .map(|e| enum_schema(e, &mut comments))
+                .map(|&e| enum_schema(&pool, &pool.enums[e], &mut comments))
                 .collect(),
         };
         contract.normalize();
@@ -425,18 +434,19 @@ fn check_unique(methods: &[MethodContract]) -> Result<(), SchemaError> {
 
 enum Resolved {
     Nothing,
-    Message(MessageDescriptor),
+    /// Index in [`Pool::messages`].
+    Message(usize),
     Unknown(String),
 }
 
 /// Finds the message a method names (see [`Contract::build`]).
-fn resolve(pool: &DescriptorPool, method: &str, name: &str) -> Result<Resolved, SchemaError> {
+fn resolve(pool: &Pool, method: &str, name: &str) -> Result<Resolved, SchemaError> {
     let name = name.trim();
     if name.is_empty() || name == NO_MESSAGE {
         return Ok(Resolved::Nothing);
     }
     let dotted = name.trim_start_matches('.');
-    if let Some(message) = pool.get_message_by_name(dotted) {
+    if let Some(message) = pool.message_named(dotted) {
         return Ok(Resolved::Message(message));
     }
     // A Rust path: `a::b::Msg`, maybe with a leading `::`, `crate::`, `self::`.
@@ -452,15 +462,12 @@ fn resolve(pool: &DescriptorPool, method: &str, name: &str) -> Result<Resolved, 
         // A protobuf full name that the sets do not describe.
         return Ok(Resolved::Unknown(dotted.to_owned()));
     }
-    let candidates: Vec<MessageDescriptor> = pool
-        .all_messages()
-        .filter(|m| !m.is_map_entry() && m.name() == last)
+    let candidates: Vec<usize> = (0..pool.messages.len())
+        .filter(|&m| !pool.messages[m].is_map_entry() && pool.messages[m].proto.name() == last)
         .collect();
-    match candidates.len() {
-        0 => Ok(Resolved::Unknown(last.to_owned())),
-        1 => Ok(Resolved::Message(
-            candidates.into_iter().next().expect("one"),
-        )),
+    match candidates[..] {
+        [] => Ok(Resolved::Unknown(last.to_owned())),
+        [only] => Ok(Resolved::Message(only)),
         _ => {
             // prost maps package `a.b` to modules `a::b` and a message `Outer`'s nested
             // types to module `outer`: the candidate whose full name ends with the most
@@ -468,8 +475,9 @@ fn resolve(pool: &DescriptorPool, method: &str, name: &str) -> Result<Resolved, 
             // does.
             let norm = |s: &str| s.to_lowercase().replace('_', "");
             let path: Vec<String> = segments.iter().map(|s| norm(s)).collect();
-            let score = |m: &MessageDescriptor| {
-                m.full_name()
+            let score = |&m: &usize| {
+                pool.messages[m]
+                    .full_name
                     .split('.')
                     .rev()
                     .zip(path.iter().rev())
@@ -478,12 +486,12 @@ fn resolve(pool: &DescriptorPool, method: &str, name: &str) -> Result<Resolved, 
             };
             let best = candidates.iter().map(score).max().unwrap_or(0);
             let mut winners = candidates.iter().filter(|m| score(m) == best);
-            if let (Some(only), None) = (winners.next(), winners.next()) {
-                return Ok(Resolved::Message(only.clone()));
+            if let (Some(&only), None) = (winners.next(), winners.next()) {
+                return Ok(Resolved::Message(only));
             }
             let mut names: Vec<String> = candidates
                 .iter()
-                .map(|m| m.full_name().to_owned())
+                .map(|&m| pool.messages[m].full_name.clone())
                 .collect();
             names.sort();
             Err(SchemaError::AmbiguousType {
@@ -495,38 +503,31 @@ fn resolve(pool: &DescriptorPool, method: &str, name: &str) -> Result<Resolved, 
     }
 }
 
-/// Every message and enum reachable from `roots` through fields, by full name.
-fn reachable(
-    roots: Vec<MessageDescriptor>,
-) -> (
-    BTreeMap<String, MessageDescriptor>,
-    BTreeMap<String, EnumDescriptor>,
-) {
+/// Every message and enum reachable from `roots` through fields: their indices in
+/// [`Pool::messages`] and [`Pool::enums`], by full name.
+fn reachable(pool: &Pool, roots: Vec<usize>) -> (BTreeMap<String, usize>, BTreeMap<String, usize>) {
     let mut messages = BTreeMap::new();
     let mut enums = BTreeMap::new();
-    let mut queue: VecDeque<MessageDescriptor> = roots.into();
-    while let Some(message) = queue.pop_front() {
-        if messages.contains_key(message.full_name()) {
+    let mut queue: VecDeque<usize> = roots.into();
+    while let Some(index) = queue.pop_front() {
+        let message = &pool.messages[index];
+        if messages.contains_key(&message.full_name) {
             continue;
         }
-        for field in message.fields() {
-            let kind = if field.is_map() {
-                match field.kind() {
-                    Kind::Message(entry) => entry.map_entry_value_field().kind(),
-                    other => other,
-                }
-            } else {
-                field.kind()
+        for (field, &field_type) in message.fields() {
+            let field_type = match pool.map_types(field, field_type) {
+                Some((_, value)) => value,
+                None => field_type,
             };
-            match kind {
-                Kind::Message(m) => queue.push_back(m),
-                Kind::Enum(e) => {
-                    enums.entry(e.full_name().to_owned()).or_insert(e);
+            match field_type {
+                FieldType::Message(m) => queue.push_back(m),
+                FieldType::Enum(e) => {
+                    enums.entry(pool.enums[e].full_name.clone()).or_insert(e);
                 }
-                _ => {}
+                FieldType::Scalar(_) => {}
             }
         }
-        messages.insert(message.full_name().to_owned(), message);
+        messages.insert(message.full_name.clone(), index);
     }
     (messages, enums)
 }
@@ -546,102 +547,525 @@ fn unknown_message(name: String) -> MessageSchema {
     }
 }
 
-fn message_schema(message: &MessageDescriptor, comments: &mut Comments) -> MessageSchema {
+fn message_schema(pool: &Pool, message: &MessageDef, comments: &mut Comments) -> MessageSchema {
+    let file = pool.files[message.file];
     let fields = message
         .fields()
-        .map(|f| field_schema(&f, comments))
+        .enumerate()
+        .map(|(k, (field, &field_type))| {
+            let doc = comments.get(file, &child_path(&message.path, 2, k));
+            field_schema(pool, message.proto, field, field_type, doc)
+        })
         .collect();
     MessageSchema {
-        full_name: message.full_name().to_owned(),
-        doc: comments.get(&message.parent_file(), message.path()),
+        full_name: message.full_name.clone(),
+        doc: comments.get(file, &message.path),
         fields,
+        // The end is exclusive; an empty range is left out. (Bounds are positive in a
+        // valid descriptor: a negative one would wrap.)
         reserved_numbers: message
-            .reserved_ranges()
-            .filter(|r| r.end > r.start)
-            .map(|r| (r.start, r.end - 1))
+            .proto
+            .reserved_range
+            .iter()
+            .map(|r| (r.start() as u32, r.end() as u32))
+            .filter(|(start, end)| end > start)
+            .map(|(start, end)| (start, end - 1))
             .collect(),
-        reserved_names: message.reserved_names().map(str::to_owned).collect(),
+        reserved_names: message.proto.reserved_name.clone(),
         known: true,
     }
 }
 
-fn field_schema(field: &FieldDescriptor, comments: &mut Comments) -> FieldSchema {
-    let (label, type_name, map_key, map_value) = if field.is_map() {
-        let Kind::Message(entry) = field.kind() else {
-            unreachable!("a map field's kind is its entry message")
-        };
-        let key = kind_name(&entry.map_entry_key_field().kind());
-        let value = kind_name(&entry.map_entry_value_field().kind());
-        (
-            Label::Map,
-            format!("map<{key}, {value}>"),
-            Some(key),
-            Some(value),
-        )
-    } else {
-        let label = match field.cardinality() {
-            Cardinality::Optional => Label::Optional,
-            Cardinality::Required => Label::Required,
-            Cardinality::Repeated => Label::Repeated,
-        };
-        (label, kind_name(&field.kind()), None, None)
+/// A field of `message`, of type `field_type`, documented by `doc`.
+fn field_schema(
+    pool: &Pool,
+    message: &DescriptorProto,
+    field: &FieldDescriptorProto,
+    field_type: FieldType,
+    doc: String,
+) -> FieldSchema {
+    let (label, type_name, map_key, map_value) = match pool.map_types(field, field_type) {
+        Some((key, value)) => {
+            let key = pool.type_name(key);
+            let value = pool.type_name(value);
+            (
+                Label::Map,
+                format!("map<{key}, {value}>"),
+                Some(key),
+                Some(value),
+            )
+        }
+        None => {
+            let label = match field.label() {
+                ProtoLabel::Optional => Label::Optional,
+                ProtoLabel::Required => Label::Required,
+                ProtoLabel::Repeated => Label::Repeated,
+            };
+            (label, pool.type_name(field_type), None, None)
+        }
     };
     FieldSchema {
-        number: field.number(),
+        // Positive in a valid descriptor (a negative one would wrap).
+        number: field.number() as u32,
         name: field.name().to_owned(),
         type_name,
         label,
         map_key,
         map_value,
-        oneof: field
-            .containing_oneof()
-            .filter(|o| !o.is_synthetic())
-            .map(|o| o.name().to_owned()),
-        doc: comments.get(&field.parent_file(), field.path()),
+        oneof: reported_oneof(message, field),
+        doc,
     }
 }
 
-fn enum_schema(schema: &EnumDescriptor, comments: &mut Comments) -> EnumSchema {
+/// The name of the oneof `field` is in, if it is in one that is not synthetic. A
+/// synthetic oneof is the one protobuf gives a proto3 `optional` field: its only field
+/// has `proto3_optional`.
+fn reported_oneof(message: &DescriptorProto, field: &FieldDescriptorProto) -> Option<String> {
+    let oneof = message
+        .oneof_decl
+        .get(usize::try_from(field.oneof_index?).ok()?)?;
+    let mut members = message
+        .field
+        .iter()
+        .filter(|f| f.oneof_index == field.oneof_index);
+    let synthetic = matches!(
+        (members.next(), members.next()),
+        (Some(only), None) if only.proto3_optional()
+    );
+    (!synthetic).then(|| oneof.name().to_owned())
+}
+
+fn enum_schema(pool: &Pool, schema: &EnumDef, comments: &mut Comments) -> EnumSchema {
+    let file = pool.files[schema.file];
     EnumSchema {
-        full_name: schema.full_name().to_owned(),
-        doc: comments.get(&schema.parent_file(), schema.path()),
+        full_name: schema.full_name.clone(),
+        doc: comments.get(file, &schema.path),
         values: schema
-            .values()
-            .map(|v| EnumValueSchema {
+            .proto
+            .value
+            .iter()
+            .enumerate()
+            .map(|(k, v)| EnumValueSchema {
                 name: v.name().to_owned(),
                 number: v.number(),
-                doc: comments.get(&v.parent_file(), v.path()),
+                doc: comments.get(file, &child_path(&schema.path, 2, k)),
             })
             .collect(),
         reserved_numbers: schema
-            .reserved_ranges()
-            .map(|r| (*r.start(), *r.end()))
+            .proto
+            .reserved_range
+            .iter()
+            .map(|r| (r.start(), r.end()))
             .collect(),
-        reserved_names: schema.reserved_names().map(str::to_owned).collect(),
+        reserved_names: schema.proto.reserved_name.clone(),
     }
 }
 
-/// A type's name as [`FieldSchema::type_name`] spells it.
-fn kind_name(kind: &Kind) -> String {
-    match kind {
-        Kind::Double => "double".into(),
-        Kind::Float => "float".into(),
-        Kind::Int32 => "int32".into(),
-        Kind::Int64 => "int64".into(),
-        Kind::Uint32 => "uint32".into(),
-        Kind::Uint64 => "uint64".into(),
-        Kind::Sint32 => "sint32".into(),
-        Kind::Sint64 => "sint64".into(),
-        Kind::Fixed32 => "fixed32".into(),
-        Kind::Fixed64 => "fixed64".into(),
-        Kind::Sfixed32 => "sfixed32".into(),
-        Kind::Sfixed64 => "sfixed64".into(),
-        Kind::Bool => "bool".into(),
-        Kind::String => "string".into(),
-        Kind::Bytes => "bytes".into(),
-        Kind::Message(m) => m.full_name().to_owned(),
-        Kind::Enum(e) => e.full_name().to_owned(),
+/// The messages and enums of the descriptor sets given to [`Contract::build`], by full
+/// name, with each field's type resolved: what a contract reads of the sets. It borrows
+/// the decoded sets.
+///
+/// Full names are protobuf's without the leading `.`: the package, the enclosing
+/// messages, the name (`pkg.Outer.Inner`). A file given again (by name) in a later set
+/// is skipped unread, even if it differs; the same file name twice in one set is an
+/// error.
+#[derive(Default)]
+struct Pool<'a> {
+    /// The files, in the order they were added.
+    files: Vec<&'a FileDescriptorProto>,
+    /// The index in `files` of each file name.
+    file_names: HashMap<&'a str, usize>,
+    /// What each full name defines.
+    names: HashMap<String, Definition>,
+    /// Every message, nested ones and map entries included, in the order they were added.
+    messages: Vec<MessageDef<'a>>,
+    /// Every enum, nested ones included.
+    enums: Vec<EnumDef<'a>>,
+}
+
+/// What a full name defines, and in which file (its index in [`Pool::files`]).
+struct Definition {
+    file: usize,
+    kind: DefinitionKind,
+}
+
+/// The kinds of names a field's type name may run into. (Fields, oneofs, enum values
+/// and methods have full names too, but none is a type or contains one.)
+#[derive(Clone, Copy)]
+enum DefinitionKind {
+    Package,
+    Service,
+    /// Index in [`Pool::messages`].
+    Message(usize),
+    /// Index in [`Pool::enums`].
+    Enum(usize),
+}
+
+/// A message of the pool.
+struct MessageDef<'a> {
+    full_name: String,
+    /// The index in [`Pool::files`] of the file that defines it.
+    file: usize,
+    /// Its path in the file's source info: `[4, i]`, nested `[4, i, 3, j]`...
+    path: Vec<i32>,
+    proto: &'a DescriptorProto,
+    /// The type of each of `proto.field`, in that order (set when its set is added).
+    field_types: Vec<FieldType>,
+}
+
+impl MessageDef<'_> {
+    /// Its fields with their types, in the order of the descriptor.
+    fn fields(&self) -> impl Iterator<Item = (&FieldDescriptorProto, &FieldType)> {
+        self.proto.field.iter().zip(&self.field_types)
     }
+
+    /// Whether it is the entry message protobuf generates for a map field.
+    fn is_map_entry(&self) -> bool {
+        self.proto
+            .options
+            .as_ref()
+            .is_some_and(|options| options.map_entry())
+    }
+
+    /// The type of its field numbered `number`.
+    fn field_type(&self, number: i32) -> Option<FieldType> {
+        self.fields()
+            .find(|(field, _)| field.number() == number)
+            .map(|(_, &field_type)| field_type)
+    }
+}
+
+/// An enum of the pool.
+struct EnumDef<'a> {
+    full_name: String,
+    /// The index in [`Pool::files`] of the file that defines it.
+    file: usize,
+    /// Its path in the file's source info: `[5, i]`, nested `[4, i, 4, j]`...
+    path: Vec<i32>,
+    proto: &'a EnumDescriptorProto,
+}
+
+/// A field's type: a scalar (by its protobuf name), or a message or an enum of the pool
+/// (by index).
+#[derive(Clone, Copy)]
+enum FieldType {
+    Scalar(&'static str),
+    Message(usize),
+    Enum(usize),
+}
+
+impl<'a> Pool<'a> {
+    /// Adds the files of `set` that the pool does not have yet, and checks that they hold
+    /// together: a known syntax, each file and type name defined once, every import
+    /// present (in this set or an earlier one), every field's type found. What a
+    /// protobuf compiler checks and a contract does not depend on is not checked again:
+    /// field numbers and names, enum values, defaults, options, methods' types, whether
+    /// a file imports the file of each type it uses.
+    ///
+    /// # Errors
+    ///
+    /// The first problem found, in the words of `prost-reflect` (whose `DescriptorPool`
+    /// did this before).
+    fn add_set(&mut self, set: &'a FileDescriptorSet) -> Result<(), String> {
+        let new_files: Vec<&'a FileDescriptorProto> = set
+            .file
+            .iter()
+            .filter(|file| !self.file_names.contains_key(file.name()))
+            .collect();
+        let (first_file, first_message) = (self.files.len(), self.messages.len());
+        // Every name of the set first: a file may use the types of a file after it.
+        for file in new_files {
+            self.add_file(file)?;
+        }
+        for file in first_file..self.files.len() {
+            self.check_imports(file)?;
+            for message in first_message..self.messages.len() {
+                if self.messages[message].file == file {
+                    self.resolve_fields(message)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Names a file, its package, messages, enums and services.
+    fn add_file(&mut self, file: &'a FileDescriptorProto) -> Result<(), String> {
+        if let Some(syntax) = file.syntax.as_deref() {
+            if syntax != "proto2" && syntax != "proto3" {
+                return Err(format!("unknown syntax '{syntax}'"));
+            }
+        }
+        let index = self.files.len();
+        if self.file_names.insert(file.name(), index).is_some() {
+            return Err(format!(
+                "a different file named '{}' has already been added",
+                file.name()
+            ));
+        }
+        self.files.push(file);
+        let package = file.package();
+        if !package.is_empty() {
+            // `a.b.c` defines the packages `a`, `a.b` and `a.b.c`.
+            let ends = package.match_indices('.').map(|(end, _)| end);
+            for end in ends.chain(iter::once(package.len())) {
+                self.define(&package[..end], index, DefinitionKind::Package)?;
+            }
+        }
+        for (i, message) in file.message_type.iter().enumerate() {
+            self.add_message(index, package, child_path(&[], 4, i), message)?;
+        }
+        for (i, enum_type) in file.enum_type.iter().enumerate() {
+            self.add_enum(index, package, child_path(&[], 5, i), enum_type)?;
+        }
+        for service in &file.service {
+            let full_name = qualify(package, service.name());
+            self.define(&full_name, index, DefinitionKind::Service)?;
+        }
+        Ok(())
+    }
+
+    /// Names a message of `file` in `scope`, then its nested messages and enums.
+    fn add_message(
+        &mut self,
+        file: usize,
+        scope: &str,
+        path: Vec<i32>,
+        proto: &'a DescriptorProto,
+    ) -> Result<(), String> {
+        let full_name = qualify(scope, proto.name());
+        self.define(
+            &full_name,
+            file,
+            DefinitionKind::Message(self.messages.len()),
+        )?;
+        self.messages.push(MessageDef {
+            full_name: full_name.clone(),
+            file,
+            path: path.clone(),
+            proto,
+            field_types: Vec::new(),
+        });
+        for (j, nested) in proto.nested_type.iter().enumerate() {
+            self.add_message(file, &full_name, child_path(&path, 3, j), nested)?;
+        }
+        for (j, nested) in proto.enum_type.iter().enumerate() {
+            self.add_enum(file, &full_name, child_path(&path, 4, j), nested)?;
+        }
+        Ok(())
+    }
+
+    /// Names an enum of `file` in `scope`.
+    fn add_enum(
+        &mut self,
+        file: usize,
+        scope: &str,
+        path: Vec<i32>,
+        proto: &'a EnumDescriptorProto,
+    ) -> Result<(), String> {
+        let full_name = qualify(scope, proto.name());
+        self.define(&full_name, file, DefinitionKind::Enum(self.enums.len()))?;
+        self.enums.push(EnumDef {
+            full_name,
+            file,
+            path,
+            proto,
+        });
+        Ok(())
+    }
+
+    /// Records that `full_name` is defined in `file`: an error if something else already
+    /// is (several files may share a package).
+    fn define(&mut self, full_name: &str, file: usize, kind: DefinitionKind) -> Result<(), String> {
+        let first = match self.names.entry(full_name.to_owned()) {
+            Entry::Vacant(entry) => {
+                entry.insert(Definition { file, kind });
+                return Ok(());
+            }
+            Entry::Occupied(entry) => entry.into_mut(),
+        };
+        if matches!(
+            (first.kind, kind),
+            (DefinitionKind::Package, DefinitionKind::Package)
+        ) {
+            Ok(())
+        } else if first.file == file {
+            Err(format!("name '{full_name}' is defined twice"))
+        } else {
+            Err(format!(
+                "name '{full_name}' is already defined in file '{}'",
+                self.files[first.file].name()
+            ))
+        }
+    }
+
+    /// Checks that every file `file` imports has been added.
+    fn check_imports(&self, file: usize) -> Result<(), String> {
+        match self.files[file]
+            .dependency
+            .iter()
+            .find(|name| !self.file_names.contains_key(name.as_str()))
+        {
+            Some(missing) => Err(format!("imported file '{missing}' has not been added")),
+            None => Ok(()),
+        }
+    }
+
+    /// Finds the type of each field of `message`, and checks its oneof.
+    fn resolve_fields(&mut self, message: usize) -> Result<(), String> {
+        let MessageDef {
+            full_name,
+            path,
+            proto,
+            ..
+        } = &self.messages[message];
+        let mut field_types = Vec::with_capacity(proto.field.len());
+        for (k, field) in proto.field.iter().enumerate() {
+            let field_type = match field.type_name() {
+                "" => scalar_name(field.r#type())
+                    .map(FieldType::Scalar)
+                    .ok_or_else(|| {
+                        // `type_name` (field 6) is required for a message or enum field.
+                        let mut type_name_path = child_path(path, 2, k);
+                        type_name_path.push(6);
+                        format!("missing required field at {type_name_path:?}")
+                    })?,
+                type_name => {
+                    self.resolve_type_name(&qualify(full_name, field.name()), type_name)?
+                }
+            };
+            field_types.push(field_type);
+            let oneofs = proto.oneof_decl.len();
+            if field
+                .oneof_index
+                .is_some_and(|i| usize::try_from(i).map_or(true, |i| i >= oneofs))
+            {
+                return Err("invalid oneof index".to_owned());
+            }
+        }
+        self.messages[message].field_types = field_types;
+        Ok(())
+    }
+
+    /// The message or enum that a field's `type_name` names, found as protobuf finds it:
+    /// a name with a leading `.` is a full name; another is relative to `scope` (the
+    /// field's full name) and is looked up from there outwards, in the innermost scope
+    /// that defines its first segment.
+    fn resolve_type_name(&self, scope: &str, type_name: &str) -> Result<FieldType, String> {
+        let not_defined = || format!("name '{type_name}' is not defined");
+        if let Some(full_name) = type_name.strip_prefix('.') {
+            return self
+                .type_named(full_name)
+                .unwrap_or_else(|| Err(not_defined()));
+        }
+        let first_segment = type_name.split('.').next().unwrap_or(type_name);
+        let mut first_error = None;
+        let scopes = iter::once(scope)
+            .chain(scope.rmatch_indices('.').map(|(end, _)| &scope[..end]))
+            .chain(iter::once(""));
+        for parent in scopes {
+            if first_segment == type_name {
+                match self.type_named(&qualify(parent, type_name)) {
+                    Some(Ok(found)) => return Ok(found),
+                    Some(Err(error)) => first_error = first_error.or(Some(error)),
+                    None => {}
+                }
+            } else if self.names.contains_key(&qualify(parent, first_segment)) {
+                let full_name = qualify(parent, type_name);
+                return self.type_named(&full_name).unwrap_or_else(|| {
+                    Err(format!(
+                        "'{type_name}' resolves to '{full_name}', which is not defined"
+                    ))
+                });
+            }
+        }
+        Err(first_error.unwrap_or_else(not_defined))
+    }
+
+    /// The type named `full_name`: `None` when nothing has that name, an error when what
+    /// has it is not a message or an enum.
+    fn type_named(&self, full_name: &str) -> Option<Result<FieldType, String>> {
+        Some(match self.names.get(full_name)?.kind {
+            DefinitionKind::Message(m) => Ok(FieldType::Message(m)),
+            DefinitionKind::Enum(e) => Ok(FieldType::Enum(e)),
+            DefinitionKind::Package | DefinitionKind::Service => {
+                Err(format!("'{full_name}' is not a message or enum type"))
+            }
+        })
+    }
+
+    /// The index of the message named `full_name` (map entries included).
+    fn message_named(&self, full_name: &str) -> Option<usize> {
+        match self.names.get(full_name)?.kind {
+            DefinitionKind::Message(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// A map field's key and value types; `None` unless `field` is a repeated field of a
+    /// map entry message (whose key is field 1, its value field 2).
+    fn map_types(
+        &self,
+        field: &FieldDescriptorProto,
+        field_type: FieldType,
+    ) -> Option<(FieldType, FieldType)> {
+        let FieldType::Message(entry) = field_type else {
+            return None;
+        };
+        let entry = &self.messages[entry];
+        if field.label() != ProtoLabel::Repeated || !entry.is_map_entry() {
+            return None;
+        }
+        Some((entry.field_type(1)?, entry.field_type(2)?))
+    }
+
+    /// A type's name as [`FieldSchema::type_name`] spells it.
+    fn type_name(&self, field_type: FieldType) -> String {
+        match field_type {
+            FieldType::Scalar(name) => name.to_owned(),
+            FieldType::Message(m) => self.messages[m].full_name.clone(),
+            FieldType::Enum(e) => self.enums[e].full_name.clone(),
+        }
+    }
+}
+
+/// The protobuf name of a scalar type; `None` for a message, group or enum.
+fn scalar_name(scalar: Type) -> Option<&'static str> {
+    Some(match scalar {
+        Type::Double => "double",
+        Type::Float => "float",
+        Type::Int32 => "int32",
+        Type::Int64 => "int64",
+        Type::Uint32 => "uint32",
+        Type::Uint64 => "uint64",
+        Type::Sint32 => "sint32",
+        Type::Sint64 => "sint64",
+        Type::Fixed32 => "fixed32",
+        Type::Fixed64 => "fixed64",
+        Type::Sfixed32 => "sfixed32",
+        Type::Sfixed64 => "sfixed64",
+        Type::Bool => "bool",
+        Type::String => "string",
+        Type::Bytes => "bytes",
+        Type::Group | Type::Message | Type::Enum => return None,
+    })
+}
+
+/// `name` in `scope`: `scope.name`, or `name` in the root scope (`""`).
+fn qualify(scope: &str, name: &str) -> String {
+    if scope.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{scope}.{name}")
+    }
+}
+
+/// The source-info path of the `index`th element of the repeated field numbered `field`
+/// of the element at `parent`.
+fn child_path(parent: &[i32], field: i32, index: usize) -> Vec<i32> {
+    let mut path = parent.to_vec();
+    // Source-info paths are `i32`s: no descriptor holds 2^31 elements of one kind.
+    path.extend([field, index as i32]);
+    path
 }
 
 /// The comments of each file's source info, by descriptor path.
@@ -653,13 +1077,13 @@ struct Comments {
 impl Comments {
     /// The comment of the element at `path` in `file`: its leading comment, else its
     /// trailing one, cleaned; empty when there is none.
-    fn get(&mut self, file: &FileDescriptor, path: &[i32]) -> String {
+    fn get(&mut self, file: &FileDescriptorProto, path: &[i32]) -> String {
         let by_path = self
             .by_file
             .entry(file.name().to_owned())
             .or_insert_with(|| {
                 let mut by_path = HashMap::new();
-                if let Some(info) = &file.file_descriptor_proto().source_code_info {
+                if let Some(info) = &file.source_code_info {
                     for location in &info.location {
                         let text = location
                             .leading_comments
