@@ -84,6 +84,21 @@ fn lock(calls: &CallTable) -> std::sync::MutexGuard<'_, HashMap<u64, CallEntry>>
     calls.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// What the calls of one connection share: one reference count per call, not one per
+/// field.
+struct Link {
+    /// Answers and stream frames for the writer task; it ends when every sender is gone.
+    outbound: mpsc::Sender<Outgoing>,
+    /// For [`CallEnd::write_now`].
+    writer: SharedWriter,
+    /// Cancelled when an answer cannot be written: the connection ends.
+    broken: CancellationToken,
+    /// The calls that outlived their first poll.
+    calls: CallTable,
+    clock: IdleClock,
+    metrics: Arc<ServerMetrics>,
+}
+
 /// What a connection's first frame turned out to be.
 enum Opening<S> {
     /// A daemoneye-ipc client of this service: the handshake was answered and accepted.
@@ -205,8 +220,16 @@ async fn serve_envelopes<S: Service>(
         ended.clone(),
     ));
     let slots = Arc::new(Semaphore::new(config.max_in_flight));
-    let calls: CallTable = Arc::default();
-    let clock = Arc::new(IdleClock::new());
+    let link = Arc::new(Link {
+        outbound,
+        writer,
+        broken: ended.clone(),
+        calls: Arc::default(),
+        clock: IdleClock::new(),
+        metrics: shared.metrics.clone(),
+    });
+    let calls = &link.calls;
+    let clock = &link.clock;
     // If this task is aborted (drain timeout), its handlers and writer go with it.
     let _abort_on_drop = AbortOnDrop {
         calls: calls.clone(),
@@ -240,7 +263,7 @@ async fn serve_envelopes<S: Service>(
         };
         let frame = match slot {
             Ok(slot) => tokio::select! {
-                next = next_frame(&mut reader, &clock, &slots, config, idle.as_mut()) => {
+                next = next_frame(&mut reader, clock, &slots, config, idle.as_mut()) => {
                     next.map(|frame| frame.map(|frame| (frame, slot)))
                 }
                 () = &mut closing => Ok(None),
@@ -267,7 +290,7 @@ async fn serve_envelopes<S: Service>(
         let id = envelope.correlation_id;
         match envelope.body {
             Some(Body::Request(request)) => {
-                if lock(&calls).contains_key(&id) {
+                if lock(calls).contains_key(&id) {
                     // Two answers would carry one id: a protocol error, as a reused
                     // stream id is in HTTP/2. The connection ends; no id is answered twice.
                     break Some(IpcError::InvalidMessage {
@@ -292,16 +315,11 @@ async fn serve_envelopes<S: Service>(
                         .map(|s| s.start(request.payload.len(), arrived)),
                     ended: None,
                     span: span.clone(),
-                    outbound: outbound.clone(),
-                    writer: writer.clone(),
-                    broken: ended.clone(),
-                    calls: None,
-                    clock: clock.clone(),
-                    metrics: shared.metrics.clone(),
+                    link: link.clone(),
+                    entered: false,
                     slot,
                 };
-                let (service, metrics) = (service.clone(), shared.metrics.clone());
-                let outbound = outbound.clone();
+                let service = service.clone();
                 let stall_limit = config.read_timeout();
                 // Each kind of call is boxed as its own type, so that a unary call's
                 // box is not the size of a stream's state.
@@ -310,6 +328,7 @@ async fn serve_envelopes<S: Service>(
                         // The table's copy, for `Credit` frames, if the stream outlives
                         // its first poll.
                         let table_credit = Some(credit.clone());
+                        let (outbound, metrics) = (link.outbound.clone(), link.metrics.clone());
                         let call = async move {
                             let _running = metrics.call();
                             let sink = ItemSink::new(
@@ -326,28 +345,29 @@ async fn serve_envelopes<S: Service>(
                         };
                         let call =
                             Box::pin(peer::with_caller(identity.clone(), call).instrument(span));
-                        run_or_spawn(call, ending, &calls, table_credit);
+                        run_or_spawn(call, ending, table_credit);
                     }
                     None => {
+                        let link = link.clone();
                         let call = async move {
-                            let _running = metrics.call();
+                            let _running = link.metrics.call();
                             let limits = (max_frame, handler_timeout);
-                            run_call(&service, id, request, limits, &metrics).await
+                            run_call(&service, id, request, limits, &link.metrics).await
                         };
                         let call =
                             Box::pin(peer::with_caller(identity.clone(), call).instrument(span));
-                        run_or_spawn(call, ending, &calls, None);
+                        run_or_spawn(call, ending, None);
                     }
                 }
             }
             Some(Body::Cancel(_)) => {
-                if let Some(call) = lock(&calls).remove(&id) {
+                if let Some(call) = lock(calls).remove(&id) {
                     call.abort.abort();
                 }
             }
             Some(Body::Credit(grant)) => {
                 // Credit for a call that has ended (or never streamed) is ignored.
-                if let Some(credit) = lock(&calls).get(&id).and_then(|c| c.credit.as_ref()) {
+                if let Some(credit) = lock(calls).get(&id).and_then(|c| c.credit.as_ref()) {
                     let room = MAX_CREDIT.saturating_sub(credit.available_permits());
                     credit.add_permits((grant.items as usize).min(room));
                 }
@@ -370,7 +390,7 @@ async fn serve_envelopes<S: Service>(
             // framing error nothing is said: the peer's boundaries cannot be trusted.
             let status = Status::failed_precondition(format!("protocol error: {error}"));
             let status = Envelope::new(0, Body::Status(status.to_wire()));
-            let _ = outbound.try_send(Outgoing::Envelope(status));
+            let _ = link.outbound.try_send(Outgoing::Envelope(status));
         }
     }
     if draining {
@@ -381,15 +401,15 @@ async fn serve_envelopes<S: Service>(
             last_correlation_id: last_read,
         };
         let go_away = Envelope::new(0, Body::GoAway(go_away));
-        let _ = outbound.try_send(Outgoing::Envelope(go_away));
+        let _ = link.outbound.try_send(Outgoing::Envelope(go_away));
     } else {
         // Nobody is left to read the answers: stop the handlers now.
-        for (_, call) in lock(&calls).drain() {
+        for (_, call) in lock(calls).drain() {
             call.abort.abort();
         }
     }
-    // The writer ends once every handler has sent its answer and dropped its sender.
-    drop(outbound);
+    // The writer ends once every handler has sent its answer and dropped its link.
+    drop(link);
     let _ = writer_task.await;
 }
 
@@ -582,7 +602,6 @@ async fn next_frame(
 fn run_or_spawn(
     mut call: Pin<Box<impl Future<Output = Outgoing> + Send + 'static>>,
     mut ending: CallEnd,
-    calls: &CallTable,
     credit: Option<Arc<Semaphore>>,
 ) {
     let mut context = std::task::Context::from_waker(std::task::Waker::noop());
@@ -591,8 +610,8 @@ fn run_or_spawn(
         return;
     }
     let (abort, registration) = AbortHandle::new_pair();
-    lock(calls).insert(ending.id, CallEntry { abort, credit });
-    ending.calls = Some(calls.clone());
+    lock(&ending.link.calls).insert(ending.id, CallEntry { abort, credit });
+    ending.entered = true;
     tokio::spawn(async move {
         match Abortable::new(call, registration).await {
             Ok(answer) => ending.answered(answer).await,
@@ -608,16 +627,10 @@ struct CallEnd {
     /// The method's figures, taken when the outcome is known.
     record: Option<CallRecord>,
     span: tracing::Span,
-    outbound: mpsc::Sender<Outgoing>,
-    /// For [`CallEnd::write_now`].
-    writer: SharedWriter,
-    /// Cancelled when an answer cannot be written: the connection ends.
-    broken: CancellationToken,
-    /// The table the call was entered in; `None` while it has not been (a call that
-    /// ends in its first poll never is).
-    calls: Option<CallTable>,
-    clock: Arc<IdleClock>,
-    metrics: Arc<ServerMetrics>,
+    link: Arc<Link>,
+    /// Whether the call was entered in the call table (a call that ends in its first
+    /// poll never is).
+    entered: bool,
     /// The call's place among `max_in_flight`.
     slot: tokio::sync::OwnedSemaphorePermit,
     /// When the call's end was recorded (one clock reading for the latency and the
@@ -640,7 +653,7 @@ impl CallEnd {
     /// The call answered: queue the answer, waiting for room.
     async fn answered(mut self, answer: Outgoing) {
         self.record(&answer);
-        let _ = self.outbound.send(answer).await;
+        let _ = self.link.outbound.send(answer).await;
         self.close();
     }
 
@@ -651,10 +664,10 @@ impl CallEnd {
         let Some(answer) = self.write_now(answer) else {
             return self.close();
         };
-        match self.outbound.try_send(answer) {
+        match self.link.outbound.try_send(answer) {
             Err(mpsc::error::TrySendError::Full(answer)) => {
                 tokio::spawn(async move {
-                    let _ = self.outbound.send(answer).await;
+                    let _ = self.link.outbound.send(answer).await;
                     self.close();
                 });
             }
@@ -671,10 +684,10 @@ impl CallEnd {
     /// queue, which keeps each stream's items before its end.
     fn write_now(&self, answer: Outgoing) -> Option<Outgoing> {
         let small = matches!(&answer, Outgoing::Answer(a) if a.encoded_len() <= BUFFER_KEEP_MAX);
-        if !small || self.outbound.capacity() != self.outbound.max_capacity() {
+        if !small || self.link.outbound.capacity() != self.link.outbound.max_capacity() {
             return Some(answer);
         }
-        let Ok(mut writer) = self.writer.try_lock() else {
+        let Ok(mut writer) = self.link.writer.try_lock() else {
             return Some(answer); // the writer task is writing
         };
         let mut context = std::task::Context::from_waker(std::task::Waker::noop());
@@ -694,11 +707,11 @@ impl CallEnd {
                 // The socket took part of it: the writer task writes the rest. If the
                 // queue is full, the writer has frames to write anyway (and writes the
                 // buffer first); if it is closed, the connection is ending.
-                let _ = self.outbound.try_send(Outgoing::Flush);
+                let _ = self.link.outbound.try_send(Outgoing::Flush);
             }
             Ok(Poll::Ready(Err(error))) | Err(error) => {
                 tracing::debug!(%error, "server write failed; closing the connection");
-                self.broken.cancel();
+                self.link.broken.cancel();
             }
         }
         None
@@ -706,7 +719,7 @@ impl CallEnd {
 
     /// The call was stopped by a cancel or the connection's end: nothing is answered.
     fn cancelled(mut self) {
-        self.metrics.cancelled();
+        self.link.metrics.cancelled();
         self.span.record("code", Code::Cancelled.as_str_name());
         tracing::debug!(parent: &self.span, "call cancelled");
         drop(self.record.take()); // counted as CANCELLED
@@ -714,10 +727,12 @@ impl CallEnd {
     }
 
     fn close(self) {
-        if let Some(calls) = &self.calls {
-            lock(calls).remove(&self.id);
+        if self.entered {
+            lock(&self.link.calls).remove(&self.id);
         }
-        self.clock.touch_at(self.ended.unwrap_or_else(Instant::now));
+        self.link
+            .clock
+            .touch_at(self.ended.unwrap_or_else(Instant::now));
         drop(self.slot);
     }
 }
