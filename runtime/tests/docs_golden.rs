@@ -5,7 +5,6 @@
 mod contract_support;
 
 use std::collections::HashSet;
-use std::path::Path;
 
 use daemoneye_ipc::docs::{anchor, render_markdown};
 
@@ -14,18 +13,7 @@ const GOLDEN: &str = "tests/golden/test.Widgets.md";
 #[test]
 fn markdown_matches_the_golden_file() {
     let rendered = render_markdown(&contract_support::widgets());
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(GOLDEN);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, &rendered).expect("write golden file");
-        return;
-    }
-    let golden = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        golden == rendered,
-        "{GOLDEN} is out of date; regenerate it with \
-         `UPDATE_GOLDEN=1 cargo test -p daemoneye-ipc --test docs_golden` and review the \
-         diff.\n--- rendered ---\n{rendered}"
-    );
+    contract_support::assert_golden(GOLDEN, &rendered, "docs_golden");
 }
 
 /// The anchors GitHub gives the document's headings, found by reading the Markdown

@@ -9,8 +9,6 @@
 
 mod contract_support;
 
-use std::path::Path;
-
 use contract_support::{compile_named, method};
 use daemoneye_ipc::prost::Message as _;
 use daemoneye_ipc::prost_types::FileDescriptorSet;
@@ -152,19 +150,7 @@ fn nested_types_maps_proto2_and_every_comment_match_the_golden_file() {
         "The part's size."
     );
 
-    let json = contract.to_json();
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(GOLDEN);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, &json).expect("write golden file");
-        return;
-    }
-    let golden = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        golden == json,
-        "{GOLDEN} is out of date; regenerate it with \
-         `UPDATE_GOLDEN=1 cargo test -p daemoneye-ipc --test schema_sets` and review the \
-         diff.\n--- built ---\n{json}"
-    );
+    contract_support::assert_golden(GOLDEN, &contract.to_json(), "schema_sets");
 }
 
 #[test]

@@ -15,6 +15,23 @@ pub fn compile_named(name: &str, source: &str) -> Vec<u8> {
         .encode_to_vec()
 }
 
+/// Compares `actual` with the golden file `golden` (relative to the runtime crate), or
+/// rewrites it when `UPDATE_GOLDEN` is set; `test` names the test target to rerun.
+pub fn assert_golden(golden: &str, actual: &str, test: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(golden);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).expect("write golden file");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        expected == actual,
+        "{golden} is out of date; regenerate it with \
+         `UPDATE_GOLDEN=1 cargo test -p daemoneye-ipc --test {test}` and review the \
+         diff.\n--- now ---\n{actual}"
+    );
+}
+
 /// [`compile_named`] as `test.proto`.
 pub fn compile(source: &str) -> Vec<u8> {
     compile_named("test.proto", source)
