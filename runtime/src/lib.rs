@@ -53,6 +53,7 @@ pub mod handshake;
 pub mod health;
 mod log_budget;
 pub mod metrics;
+mod payload;
 pub mod peer;
 pub mod reflection;
 pub mod reply;
@@ -114,7 +115,7 @@ pub mod __private {
 
     /// Decodes a handler's request, mapping garbage to `InvalidArgument`.
     pub fn decode_request<M: prost::Message + Default>(payload: Bytes) -> Result<M, Status> {
-        M::decode(payload).map_err(|e| {
+        crate::payload::decode::<M>(&payload).map_err(|e| {
             Status::invalid_argument(format!(
                 "request is not a valid {}: {e}",
                 core::any::type_name::<M>()

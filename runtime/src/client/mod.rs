@@ -315,7 +315,7 @@ impl Client {
         Resp: prost::Message + Default,
     {
         let answer = self.call_body(method_id, &Message(request)).await?;
-        Ok(Resp::decode(answer)?)
+        Ok(crate::payload::decode::<Resp>(&answer)?)
     }
 
     /// Like [`call`](Self::call) with the request already encoded; returns the encoded

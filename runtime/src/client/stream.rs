@@ -150,7 +150,7 @@ impl<T: prost::Message + Default> Stream for Streaming<T> {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         match this.raw.poll_raw(cx) {
-            Poll::Ready(Some(Ok(bytes))) => match T::decode(bytes) {
+            Poll::Ready(Some(Ok(bytes))) => match crate::payload::decode::<T>(&bytes) {
                 Ok(item) => Poll::Ready(Some(Ok(item))),
                 Err(error) => {
                     // An item this client cannot read: the stream cannot go on.
