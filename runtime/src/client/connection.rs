@@ -749,7 +749,7 @@ async fn read_loop(
         let Some(connection) = connection.upgrade() else {
             return; // every client handle is gone
         };
-        let envelope = match <Envelope as prost::Message>::decode(frame) {
+        let envelope = match crate::payload::decode::<Envelope>(&frame) {
             Ok(envelope) => envelope,
             Err(error) => break error.into(),
         };

@@ -21,13 +21,13 @@ pub const LATENCY_BUCKETS_US: [u64; 22] = [
     500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000, 60_000_000,
 ];
 
-/// A latency histogram of relaxed atomic counters: recording is a few additions.
+/// A latency histogram of relaxed atomic counters: recording is two additions (its
+/// count is the sum of its buckets, added up when read).
 #[derive(Debug, Default)]
 pub(crate) struct Histogram {
     /// One counter per bucket of [`LATENCY_BUCKETS_US`], then the overflow bucket.
     buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     sum_us: AtomicU64,
-    count: AtomicU64,
 }
 
 impl Histogram {
@@ -35,7 +35,6 @@ impl Histogram {
         let bucket = LATENCY_BUCKETS_US.partition_point(|bound| *bound < micros);
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add(micros, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Per-bucket counts (not cumulative), the sum in microseconds and the count.
@@ -44,11 +43,8 @@ impl Histogram {
         for (out, bucket) in buckets.iter_mut().zip(&self.buckets) {
             *out = bucket.load(Ordering::Relaxed);
         }
-        (
-            buckets,
-            self.sum_us.load(Ordering::Relaxed),
-            self.count.load(Ordering::Relaxed),
-        )
+        let count = buckets.iter().sum();
+        (buckets, self.sum_us.load(Ordering::Relaxed), count)
     }
 }
 
@@ -88,9 +84,9 @@ pub(crate) struct MethodStats {
     pub(crate) method: &'static str,
     pub(crate) id: u32,
     started: AtomicU64,
-    /// Finished calls by status code (`Code as usize`, 0 = OK).
+    /// Finished calls by status code (`Code as usize`, 0 = OK). Calls in flight are
+    /// `started` less these, counted when read: a call costs four additions (W1).
     by_code: [AtomicU64; CODES],
-    in_flight: AtomicU64,
     latency: Histogram,
     request_bytes: AtomicU64,
     response_bytes: AtomicU64,
@@ -108,7 +104,6 @@ impl MethodStats {
             id,
             started: AtomicU64::new(0),
             by_code: Default::default(),
-            in_flight: AtomicU64::new(0),
             latency: Histogram::default(),
             request_bytes: AtomicU64::new(0),
             response_bytes: AtomicU64::new(0),
@@ -120,7 +115,6 @@ impl MethodStats {
     /// at `now` (the caller's clock reading, shared with its other uses).
     pub(crate) fn start(self: &Arc<Self>, request_bytes: usize, now: Instant) -> CallRecord {
         self.started.fetch_add(1, Ordering::Relaxed);
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.request_bytes
             .fetch_add(request_bytes as u64, Ordering::Relaxed);
         CallRecord {
@@ -138,12 +132,14 @@ impl MethodStats {
     fn report(&self) -> MethodReport {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let (buckets, sum_us, count) = self.latency.read();
-        let by_code = self
-            .by_code
+        let codes = self.by_code.each_ref().map(get);
+        let finished = codes.iter().sum();
+        // Relaxed reads: `started` may lag the codes; never report fewer started than finished.
+        let started = get(&self.started).max(finished);
+        let by_code = codes
             .iter()
             .enumerate()
-            .filter_map(|(code, counter)| {
-                let n = get(counter);
+            .filter_map(|(code, &n)| {
                 let name = Code::try_from(code as i32).ok()?.as_str_name();
                 (n > 0).then(|| (name.to_owned(), n))
             })
@@ -152,10 +148,10 @@ impl MethodStats {
             service: self.service.to_owned(),
             method: self.method.to_owned(),
             id: self.id,
-            started: get(&self.started),
-            finished: self.by_code.iter().map(get).sum(),
+            started,
+            finished,
             by_code,
-            in_flight: get(&self.in_flight),
+            in_flight: started - finished,
             p50_us: quantile(&buckets, 0.50),
             p90_us: quantile(&buckets, 0.90),
             p99_us: quantile(&buckets, 0.99),
@@ -196,7 +192,6 @@ impl CallRecord {
         stats
             .response_bytes
             .fetch_add(response_bytes as u64, Ordering::Relaxed);
-        stats.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

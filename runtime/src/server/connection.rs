@@ -283,7 +283,7 @@ async fn serve_envelopes<S: Service>(
         // One clock reading for the idle clock and the call's latency.
         let arrived = Instant::now();
         clock.touch_at(arrived);
-        let envelope = match <Envelope as prost::Message>::decode(frame) {
+        let envelope = match crate::payload::decode::<Envelope>(&frame) {
             Ok(envelope) => envelope,
             Err(error) => break Some(error.into()),
         };
