@@ -362,14 +362,19 @@ impl Client {
                 max_size: max,
             });
         }
-        let deadline = Instant::now() + self.timeout;
+        let start = Instant::now();
+        let deadline = start + self.timeout;
         let idempotent = self
             .shared
             .service
             .method(method_id)
             .is_some_and(|method| method.idempotent);
+        // The first attempt reuses the deadline's clock reading (one per call, W1)
+        // unless the rate limit made it wait.
+        let mut now = Some(start);
         if let Some(limit) = &self.rate_limit {
             limit.acquire(self.timeout).await?;
+            now = None;
         }
         let mut attempt = 0;
         loop {
@@ -378,7 +383,7 @@ impl Client {
                 Some(breaker) => Some(breaker.acquire()?),
                 None => None,
             };
-            let (answer, sent) = self.attempt(method_id, payload, deadline).await;
+            let (answer, sent) = self.attempt(method_id, payload, deadline, now.take()).await;
             if let Some(permit) = permit {
                 permit.record(!matches!(&answer, Err(error) if is_failure(error)));
             }
@@ -399,12 +404,14 @@ impl Client {
     }
 
     /// One attempt: (re)connect if needed, send, wait. Also says whether the request
-    /// may have reached the server.
+    /// may have reached the server. `now` is a clock reading taken just before, if
+    /// there is one.
     async fn attempt(
         &self,
         method_id: u32,
         payload: &dyn RequestBody,
         deadline: Instant,
+        mut now: Option<Instant>,
     ) -> (Answer, bool) {
         let expired = || IpcError::DeadlineExceeded {
             after_ms: millis(self.timeout),
@@ -412,6 +419,7 @@ impl Client {
         let connection = match self.live() {
             Some(connection) => connection,
             None => {
+                now = None; // connecting takes time
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 match tokio::time::timeout(remaining, self.connection()).await {
                     Ok(Ok(connection)) => connection,
@@ -433,7 +441,7 @@ impl Client {
             correlation_id,
             done: false,
         };
-        let remaining = deadline.saturating_duration_since(Instant::now());
+        let remaining = deadline.saturating_duration_since(now.unwrap_or_else(Instant::now));
         let timeout_us = u64::try_from(remaining.as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
