@@ -27,6 +27,20 @@ use super::connection::Outgoing;
 /// (a peer cannot overflow the counter, and it only ever lets the server send more).
 pub const MAX_CREDIT: usize = 1 << 20;
 
+/// Items this large or larger, in bytes (envelope included), are each followed by a
+/// yield of the producer to the runtime.
+///
+/// A woken task normally runs next on the worker that woke it (tokio's LIFO slot), so
+/// a producer, the connection's writer and, in-process, the consumer all stay on one
+/// worker while the others sleep: encoding and decoding never overlap. A yielded task
+/// goes to the run queue instead, and tokio wakes an idle worker to share it; the two
+/// ends of the stream then run in parallel. Bench, 2 workers: W4 (100,000 records in
+/// items of 115 KB) went from 1.33 M to 2.2 M records/s. Only large items: each is
+/// ~35 µs of encoding or more, so a hand-off between workers is cheap beside it. For
+/// small items it is not: yielding every 64 KiB of small items made W4x1 (one record
+/// per item) 12% slower and the W3s stream (items of 11.5 KB) 40% slower.
+const PARALLEL_ITEM_BYTES: usize = 64 * 1024;
+
 /// The untyped item sink behind a [`ServerStream`]: encoded items out, credit in.
 /// Made by the server for each streaming call; generated code wraps it.
 #[derive(Debug)]
@@ -115,6 +129,9 @@ impl ItemSink {
         self.metrics.stream_item();
         if let Some(method) = &self.method {
             method.stream_item();
+        }
+        if size >= PARALLEL_ITEM_BYTES {
+            tokio::task::yield_now().await;
         }
         Ok(())
     }
