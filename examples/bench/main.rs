@@ -46,6 +46,13 @@
 //!   sum with glibc's allocator, so that figure, printed on the `#` line before it, is
 //!   no limit: the RPC, which spreads them over two threads, beats it.)
 //!
+//! The two targets' sides take turns: W1 with raw-uds W1, and W3 with the codec limit,
+//! each in 4 rounds of a quarter of the measurement time (A B, B A, A B, B A), so that
+//! a drift of the machine's speed during the run weighs on both sides of the ratio.
+//! daemoneye-ipc's server and client are started afresh for each of their rounds and
+//! stopped before the floor's: an idle connection's read timer alone, registered with
+//! the runtime, made the raw W1 floor 5-10% slower.
+//!
 //! One line per measurement: `impl=<name> workload=<W> calls_per_s p50_us p99_us
 //! mb_per_s`, where `mb_per_s` counts payload bytes (the encoded request and response
 //! messages or stream items, not headers or envelopes) of both directions, MB = 10^6
@@ -268,6 +275,16 @@ impl Run {
         }
     }
 
+    /// This run's calls and `other`'s as one run: their latencies together, their
+    /// times added.
+    fn merge(mut self, other: Run) -> Self {
+        self.latencies.extend(other.latencies);
+        self.latencies.sort_unstable();
+        self.calls += other.calls;
+        self.elapsed += other.elapsed;
+        self
+    }
+
     /// Sets the records each call delivers.
     fn records(mut self, records: usize) -> Self {
         self.records = records;
@@ -322,6 +339,31 @@ impl Run {
         }
         println!("{line}");
     }
+}
+
+/// Rounds in which the two sides of a ratio that is a target (W1 against its floor, W3
+/// against the codec limit) take turns, each for a `ROUNDS`th of the measurement time,
+/// in the order A B, B A, A B, B A: a drift of the machine's speed during the run (other
+/// guests of the VM, CPU frequency) then weighs on both sides alike. Measured one after
+/// the other, ~15 s apart, the W1 ratio varied by ±6% between runs on a 2-core VM.
+const ROUNDS: u32 = 4;
+
+/// The warm-up of round `round` of [`ROUNDS`]: all of it before the first, an eighth of
+/// a round before each later one (the other side just ran).
+fn round_warmup(round: u32, warmup: Duration, duration: Duration) -> Duration {
+    if round == 0 {
+        warmup
+    } else {
+        (duration / ROUNDS / 8).min(warmup)
+    }
+}
+
+/// Adds a round to the rounds so far.
+fn add_round(rounds: Option<Run>, round: Run) -> Option<Run> {
+    Some(match rounds {
+        Some(rounds) => rounds.merge(round),
+        None => round,
+    })
 }
 
 /// Prints `ratio workload=<W> <a>/<b>` with the ratio of each named quantity.
@@ -668,59 +710,113 @@ fn mean_us(times: &[Duration]) -> f64 {
 }
 
 /// The codec limit of W3, in-process, no I/O, on this thread: the work every protobuf
-/// framework does per W3 call. Times, each in its own loop for a third of `duration`:
-/// the handler's clone of the answer (and dropping it), prost-encoding it into a `Vec`
-/// (and dropping that), and decoding it (and dropping the result). Round `i` of the
-/// returned run is clone `i` + encode `i` + decode `i`, so its `calls_per_s` is
-/// 1 / (mean clone + mean encode + mean decode). Also prints the means, a CRC32C of the
-/// answer (each end of a real call computes one) and, for reference, the same three
-/// steps run in one loop.
-fn codec_limit(
-    list: &ProcessList,
-    warmup: Duration,
-    duration: Duration,
-    bytes_per_call: usize,
-) -> Result<Run, BoxError> {
-    let (warmup, duration) = (warmup / 3, duration / 3);
-    let encoded = list.encode_to_vec();
-    let clone = time_steps(warmup, duration, || {
-        drop(black_box(black_box(list).clone()));
+/// framework does per W3 call. Each step is timed in its own loop: the handler's clone
+/// of the answer (and dropping it), prost-encoding it into a `Vec` (and dropping that),
+/// and decoding it (and dropping the result).
+#[derive(Default)]
+struct CodecTimes {
+    clone: Vec<Duration>,
+    encode: Vec<Duration>,
+    decode: Vec<Duration>,
+}
+
+impl CodecTimes {
+    /// Times each step for a third of `duration`, after a third of `warmup`, and adds
+    /// the times to these.
+    fn measure(
+        &mut self,
+        list: &ProcessList,
+        warmup: Duration,
+        duration: Duration,
+    ) -> Result<(), BoxError> {
+        let (warmup, duration) = (warmup / 3, duration / 3);
+        let encoded = list.encode_to_vec();
+        self.clone.extend(time_steps(warmup, duration, || {
+            drop(black_box(black_box(list).clone()));
+            Ok(())
+        })?);
+        self.encode.extend(time_steps(warmup, duration, || {
+            drop(black_box(black_box(list).encode_to_vec()));
+            Ok(())
+        })?);
+        self.decode.extend(time_steps(warmup, duration, || {
+            drop(black_box(ProcessList::decode(black_box(&encoded[..]))?));
+            Ok(())
+        })?);
         Ok(())
-    })?;
-    let encode = time_steps(warmup, duration, || {
-        drop(black_box(black_box(list).encode_to_vec()));
+    }
+
+    /// The limit as a run: round `i` is clone `i` + encode `i` + decode `i`, so its
+    /// `calls_per_s` is 1 / (mean clone + mean encode + mean decode). Also prints the
+    /// means, a CRC32C of the answer (each end of a real call computes one) and, for
+    /// reference, the same three steps run in one loop.
+    fn run(&self, list: &ProcessList, bytes_per_call: usize) -> Result<Run, BoxError> {
+        let encoded = list.encode_to_vec();
+        let crc = time_steps(Duration::ZERO, Duration::from_millis(20), || {
+            black_box(daemoneye_ipc::Crc32Variant::Castagnoli.checksum(black_box(&encoded)));
+            Ok(())
+        })?;
+        let one_loop = time_steps(Duration::ZERO, Duration::from_millis(300), || {
+            let answer = black_box(list).clone();
+            let encoded = answer.encode_to_vec();
+            drop(answer);
+            drop(black_box(ProcessList::decode(black_box(&encoded[..]))?));
+            Ok(())
+        })?;
+        println!(
+            "# W3 in-process costs per call (no I/O, means): clone_us={:.1} encode_us={:.1} decode_us={:.1} crc32c_us={:.1}; \
+             the three in one loop: {:.1} us",
+            mean_us(&self.clone),
+            mean_us(&self.encode),
+            mean_us(&self.decode),
+            mean_us(&crc),
+            mean_us(&one_loop),
+        );
+        let rounds = self
+            .clone
+            .len()
+            .min(self.encode.len())
+            .min(self.decode.len());
+        let latencies: Vec<Duration> = (0..rounds)
+            .map(|i| self.clone[i] + self.encode[i] + self.decode[i])
+            .collect();
+        let elapsed = latencies.iter().sum();
+        Ok(Run::new(latencies, elapsed, bytes_per_call))
+    }
+}
+
+/// A daemoneye-ipc server of the bench service, on a task of its own, and a client
+/// connected to it.
+struct IpcPair {
+    client: BenchClient,
+    stop: oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<Result<(), daemoneye_ipc::IpcError>>,
+}
+
+impl IpcPair {
+    async fn start(config: &IpcConfig, list: &ProcessList) -> Result<Self, BoxError> {
+        let server = Server::bind(config, BenchServer::new(BenchImpl { list: list.clone() }))?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serving = tokio::spawn(server.serve_with_shutdown(async {
+            let _ = stopped.await;
+        }));
+        let client = BenchClient::connect(config).await?;
+        Ok(Self {
+            client,
+            stop,
+            serving,
+        })
+    }
+
+    /// Closes the client and stops the server, so that nothing of theirs stays
+    /// registered with the runtime while a floor runs: an idle connection's read
+    /// timer alone makes every park of a worker visit the timer wheel.
+    async fn stop(self) -> Result<(), BoxError> {
+        drop(self.client);
+        let _ = self.stop.send(());
+        self.serving.await??;
         Ok(())
-    })?;
-    let decode = time_steps(warmup, duration, || {
-        drop(black_box(ProcessList::decode(black_box(&encoded[..]))?));
-        Ok(())
-    })?;
-    let crc = time_steps(Duration::ZERO, Duration::from_millis(20), || {
-        black_box(daemoneye_ipc::Crc32Variant::Castagnoli.checksum(black_box(&encoded)));
-        Ok(())
-    })?;
-    let one_loop = time_steps(Duration::ZERO, Duration::from_millis(300), || {
-        let answer = black_box(list).clone();
-        let encoded = answer.encode_to_vec();
-        drop(answer);
-        drop(black_box(ProcessList::decode(black_box(&encoded[..]))?));
-        Ok(())
-    })?;
-    println!(
-        "# W3 in-process costs per call (no I/O, means): clone_us={:.1} encode_us={:.1} decode_us={:.1} crc32c_us={:.1}; \
-         the three in one loop: {:.1} us",
-        mean_us(&clone),
-        mean_us(&encode),
-        mean_us(&decode),
-        mean_us(&crc),
-        mean_us(&one_loop),
-    );
-    let rounds = clone.len().min(encode.len()).min(decode.len());
-    let latencies: Vec<Duration> = (0..rounds)
-        .map(|i| clone[i] + encode[i] + decode[i])
-        .collect();
-    let elapsed = latencies.iter().sum();
-    Ok(Run::new(latencies, elapsed, bytes_per_call))
+    }
 }
 
 /// Checks that a stream delivered every record.
@@ -795,23 +891,84 @@ async fn run() -> Result<(), BoxError> {
         return heap_figures(&heap_config(dir.path()), &list, &small).await;
     }
 
-    let codec = codec_limit(&list, warmup, duration, small_bytes + list_bytes)?;
-    codec.print("codec-limit", "W3");
-
     // --- daemoneye-ipc ------------------------------------------------------------
     let config = IpcConfig::with_endpoint(endpoint_in(dir.path(), "bench"));
-    let server = Server::bind(&config, BenchServer::new(BenchImpl { list: list.clone() }))?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server.serve_with_shutdown(async {
-        let _ = stopped.await;
-    }));
-    let client = BenchClient::connect(&config).await?;
 
-    let ipc_w1 = sequential!(warmup, duration, 2 * small_bytes, {
-        client.echo(small.clone()).await
-    })
-    .await?;
+    // The raw-uds floor's server, up from the start: W1 takes turns with it.
+    let endpoint = endpoint_in(dir.path(), "raw");
+    let listener = raw::Listener::bind(&endpoint)?;
+    let small_body = vec![0x5a; small_bytes];
+    let mut singles_chunk = Vec::new();
+    for single in &singles {
+        put_raw_frame(&mut singles_chunk, OP_ITEM, single);
+    }
+    let raw = tokio::spawn(raw_server(
+        listener,
+        RawReplies {
+            small: raw_frame(OP_SMALL, &small_body),
+            list: raw_frame(OP_LIST, &list.encode_to_vec()),
+            batched: raw_frame(OP_ITEM, &w4_item),
+            singles: singles_chunk,
+        },
+    ));
+    let mut stream = raw::connect(&endpoint).await?;
+    let mut body = Vec::new();
+    let small_request = raw_frame(OP_SMALL, &small_body);
+
+    // W1 and its floor, in turns.
+    let (mut ipc_w1, mut raw_w1) = (None, None);
+    for round in 0..ROUNDS {
+        let warmup = round_warmup(round, warmup, duration);
+        for side in [round % 2, 1 - round % 2] {
+            if side == 0 {
+                let ipc = IpcPair::start(&config, &list).await?;
+                let run = sequential!(warmup, duration / ROUNDS, 2 * small_bytes, {
+                    ipc.client.echo(small.clone()).await
+                });
+                ipc_w1 = add_round(ipc_w1, run.await?);
+                ipc.stop().await?;
+            } else {
+                let run = sequential!(warmup, duration / ROUNDS, 2 * small_bytes, {
+                    raw_call(&mut stream, &small_request, &mut body).await
+                });
+                raw_w1 = add_round(raw_w1, run.await?);
+            }
+        }
+    }
+    let (ipc_w1, raw_w1) = (ipc_w1.ok_or("no W1 round")?, raw_w1.ok_or("no W1 round")?);
     ipc_w1.print("daemoneye-ipc", "W1");
+    raw_w1.print("raw-uds", "W1");
+
+    // W3 and the codec limit, in turns.
+    let (mut codec_times, mut ipc_w3) = (CodecTimes::default(), None);
+    for round in 0..ROUNDS {
+        let warmup = round_warmup(round, warmup, duration);
+        for side in [round % 2, 1 - round % 2] {
+            if side == 0 {
+                let ipc = IpcPair::start(&config, &list).await?;
+                let check = ipc.client.list(small.clone()).await?;
+                expect_records("W3", check.processes.len(), W3_RECORDS)?;
+                let run = sequential!(warmup, duration / ROUNDS, small_bytes + list_bytes, {
+                    ipc.client.list(small.clone()).await
+                });
+                ipc_w3 = add_round(ipc_w3, run.await?);
+                ipc.stop().await?;
+            } else {
+                codec_times.measure(&list, warmup, duration / ROUNDS)?;
+            }
+        }
+    }
+    let codec = codec_times.run(&list, small_bytes + list_bytes)?;
+    codec.print("codec-limit", "W3");
+    let ipc_w3 = ipc_w3.ok_or("no W3 round")?.records(W3_RECORDS);
+    ipc_w3.print("daemoneye-ipc", "W3");
+
+    // The other workloads, on one server and one client.
+    let IpcPair {
+        client,
+        stop,
+        serving: server,
+    } = IpcPair::start(&config, &list).await?;
 
     let w2_call = {
         let (client, small) = (client.clone(), small.clone());
@@ -827,15 +984,6 @@ async fn run() -> Result<(), BoxError> {
     let (latencies, elapsed) = concurrent(W2_TASKS, duration, w2_call).await?;
     let ipc_w2 = Run::new(latencies, elapsed, 2 * small_bytes);
     ipc_w2.print("daemoneye-ipc", "W2");
-
-    let check = client.list(small.clone()).await?;
-    expect_records("W3", check.processes.len(), W3_RECORDS)?;
-    let ipc_w3 = sequential!(warmup, duration, small_bytes + list_bytes, {
-        client.list(small.clone()).await
-    })
-    .await?
-    .records(W3_RECORDS);
-    ipc_w3.print("daemoneye-ipc", "W3");
 
     // W3s: the W3 answer as a stream, collected into one list by the caller.
     let w3s_call = || async {
@@ -884,33 +1032,7 @@ async fn run() -> Result<(), BoxError> {
     let _ = stop.send(());
     server.await??;
 
-    // --- raw-uds floor ------------------------------------------------------------
-    let endpoint = endpoint_in(dir.path(), "raw");
-    let listener = raw::Listener::bind(&endpoint)?;
-    let small_body = vec![0x5a; small_bytes];
-    let mut singles_chunk = Vec::new();
-    for single in &singles {
-        put_raw_frame(&mut singles_chunk, OP_ITEM, single);
-    }
-    let raw = tokio::spawn(raw_server(
-        listener,
-        RawReplies {
-            small: raw_frame(OP_SMALL, &small_body),
-            list: raw_frame(OP_LIST, &list.encode_to_vec()),
-            batched: raw_frame(OP_ITEM, &w4_item),
-            singles: singles_chunk,
-        },
-    ));
-    let mut stream = raw::connect(&endpoint).await?;
-    let mut body = Vec::new();
-
-    let small_request = raw_frame(OP_SMALL, &small_body);
-    let raw_w1 = sequential!(warmup, duration, 2 * small_bytes, {
-        raw_call(&mut stream, &small_request, &mut body).await
-    })
-    .await?;
-    raw_w1.print("raw-uds", "W1");
-
+    // --- raw-uds floor (W1 ran in turns with daemoneye-ipc's) ---------------------
     let list_request = raw_frame(OP_LIST, &small_body);
     let raw_w3 = sequential!(warmup, duration, small_bytes + list_bytes, {
         raw_call(&mut stream, &list_request, &mut body).await
