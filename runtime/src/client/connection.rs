@@ -480,7 +480,25 @@ impl Connection {
         // No waiter: the call timed out or was dropped; its late answer is discarded.
         match (waiter, delivery) {
             (None, _) => {}
-            (Some(waiter), Err(failed)) => waiter.fail(failed.error, failed.sent),
+            (Some(waiter), Err(failed)) => {
+                let error = match (failed.error, waiter.deadline) {
+                    // The server stopped the handler at the deadline this call sent it,
+                    // and said so before this side's timer fired (the server's clock
+                    // starts at arrival, so its deadline is never before ours, but the
+                    // two timers round to different millisecond ticks): the caller
+                    // sees the same error either way.
+                    (IpcError::Status(status), Some(deadline))
+                        if status.code() == crate::status::Code::DeadlineExceeded
+                            && deadline.at <= Instant::now() =>
+                    {
+                        IpcError::DeadlineExceeded {
+                            after_ms: deadline.after_ms,
+                        }
+                    }
+                    (error, _) => error,
+                };
+                waiter.fail(error, failed.sent)
+            }
             (
                 Some(Waiter {
                     route: Route::Unary(answer),
@@ -737,7 +755,7 @@ async fn read_loop(
     deadlines: Arc<Deadlines>,
     connection: std::sync::Weak<Connection>,
 ) {
-    let timer = tokio::time::sleep_until(deadlines.armed().into());
+    let timer = crate::timer::sleep_until(deadlines.armed());
     tokio::pin!(timer);
     let error = loop {
         let next = tokio::select! {

@@ -248,7 +248,7 @@ async fn serve_envelopes<S: Service>(
     // Created once: a timer entry and a token waiter per frame cost more than a frame's
     // own work (W1 in the bench).
     let closing = ended.cancelled();
-    let idle = tokio::time::sleep_until(clock.idle_at(config.read_timeout()).into());
+    let idle = crate::timer::sleep_until(clock.idle_at(config.read_timeout()));
     tokio::pin!(closing, idle);
     let error = loop {
         // Backpressure: take a slot before reading, so a full connection is not read.
