@@ -31,6 +31,7 @@ use tracing::Instrument;
 use super::{
     bare::serve_bare,
     catalog::{Catalog, Selected},
+    slots::Slots,
     stream::{ItemSink, MAX_CREDIT},
     Service, Shared,
 };
@@ -95,6 +96,8 @@ struct Link {
     broken: CancellationToken,
     /// The calls that outlived their first poll.
     calls: CallTable,
+    /// The calls in flight, and the reader's next frame (backpressure).
+    slots: Slots,
     clock: IdleClock,
     metrics: Arc<ServerMetrics>,
 }
@@ -219,17 +222,18 @@ async fn serve_envelopes<S: Service>(
         config.write_timeout(),
         ended.clone(),
     ));
-    let slots = Arc::new(Semaphore::new(config.max_in_flight));
     let link = Arc::new(Link {
         outbound,
         writer,
         broken: ended.clone(),
         calls: Arc::default(),
+        slots: Slots::new(config.max_in_flight),
         clock: IdleClock::new(),
         metrics: shared.metrics.clone(),
     });
     let calls = &link.calls;
     let clock = &link.clock;
+    let slots = &link.slots;
     // If this task is aborted (drain timeout), its handlers and writer go with it.
     let _abort_on_drop = AbortOnDrop {
         calls: calls.clone(),
@@ -252,23 +256,23 @@ async fn serve_envelopes<S: Service>(
     tokio::pin!(closing, idle);
     let error = loop {
         // Backpressure: take a slot before reading, so a full connection is not read.
-        let slot = match slots.clone().try_acquire_owned() {
-            Ok(slot) => Ok(slot),
+        let slot = match slots.try_take() {
+            Some(slot) => Some(slot),
             // Not biased (nor below): a peer whose frames are always ready must not
             // keep the reader from seeing a shutdown.
-            Err(_) => tokio::select! {
-                slot = slots.clone().acquire_owned() => slot.map_err(|_| ()),
-                () = &mut closing => Err(()),
+            None => tokio::select! {
+                slot = slots.take() => Some(slot),
+                () = &mut closing => None,
             },
         };
         let frame = match slot {
-            Ok(slot) => tokio::select! {
-                next = next_frame(&mut reader, clock, &slots, config, idle.as_mut()) => {
+            Some(slot) => tokio::select! {
+                next = next_frame(&mut reader, clock, slots, config, idle.as_mut()) => {
                     next.map(|frame| frame.map(|frame| (frame, slot)))
                 }
                 () = &mut closing => Ok(None),
             },
-            Err(()) => Ok(None),
+            None => Ok(None),
         };
         let (frame, slot) = match frame {
             Ok(Some(frame)) => frame,
@@ -308,6 +312,7 @@ async fn serve_envelopes<S: Service>(
                 });
                 let stats = methods.get(request.method_id).cloned();
                 let span = call_span(&service, &request, id, &identity);
+                slot.keep(); // given back by the call's end
                 let ending = CallEnd {
                     id,
                     record: stats
@@ -317,7 +322,6 @@ async fn serve_envelopes<S: Service>(
                     span: span.clone(),
                     link: link.clone(),
                     entered: false,
-                    slot,
                 };
                 let service = service.clone();
                 let stall_limit = config.read_timeout();
@@ -550,7 +554,7 @@ impl IdleClock {
 async fn next_frame(
     reader: &mut Reader,
     clock: &IdleClock,
-    slots: &Semaphore,
+    slots: &Slots,
     config: &IpcConfig,
     mut idle: Pin<&mut tokio::time::Sleep>,
 ) -> Result<Option<Bytes>, IpcError> {
@@ -572,8 +576,7 @@ async fn next_frame(
             },
             () = idle.as_mut() => {
                 // The reader holds one slot itself.
-                let in_flight =
-                    (config.max_in_flight - 1).saturating_sub(slots.available_permits());
+                let in_flight = slots.taken().saturating_sub(1);
                 if in_flight > 0 {
                     clock.touch(); // busy: idleness starts when the last call ends
                 }
@@ -621,7 +624,7 @@ fn run_or_spawn(
 }
 
 /// What is left to do when a call ends: record its outcome, queue its answer, leave
-/// the call table, and give back its slot.
+/// the call table, and give back its slot (when dropped, however the call ended).
 struct CallEnd {
     id: u64,
     /// The method's figures, taken when the outcome is known.
@@ -631,8 +634,6 @@ struct CallEnd {
     /// Whether the call was entered in the call table (a call that ends in its first
     /// poll never is).
     entered: bool,
-    /// The call's place among `max_in_flight`.
-    slot: tokio::sync::OwnedSemaphorePermit,
     /// When the call's end was recorded (one clock reading for the latency and the
     /// idle clock).
     ended: Option<Instant>,
@@ -733,7 +734,13 @@ impl CallEnd {
         self.link
             .clock
             .touch_at(self.ended.unwrap_or_else(Instant::now));
-        drop(self.slot);
+    }
+}
+
+impl Drop for CallEnd {
+    /// The call's place among `max_in_flight` (taken by the reader for its frame).
+    fn drop(&mut self) {
+        self.link.slots.give_back();
     }
 }
 

@@ -25,6 +25,7 @@
 mod bare;
 mod catalog;
 mod connection;
+mod slots;
 mod stream;
 
 pub use self::stream::{ItemSink, ServerStream, MAX_CREDIT as MAX_STREAM_CREDIT};
