@@ -71,7 +71,9 @@
 //!   bytes per connection with 1000 connections open, each past its handshake and
 //!   idle, and what the server still holds once they are closed.
 //!
-//! `BENCH_HEAP_ONLY=1` prints only the heap figures (a few seconds).
+//! `BENCH_HEAP_ONLY=1` prints only the heap figures (a few seconds); `BENCH_W1_ONLY=1`
+//! only W1, its floor and their ratio (seconds: for comparing two builds of the call
+//! path many times over, alternating).
 
 use std::{
     collections::HashMap,
@@ -938,6 +940,17 @@ async fn run() -> Result<(), BoxError> {
     let (ipc_w1, raw_w1) = (ipc_w1.ok_or("no W1 round")?, raw_w1.ok_or("no W1 round")?);
     ipc_w1.print("daemoneye-ipc", "W1");
     raw_w1.print("raw-uds", "W1");
+    if std::env::var_os("BENCH_W1_ONLY").is_some() {
+        let latency = ["calls_per_s", "p50", "p99"];
+        print_ratio(
+            "W1",
+            ("daemoneye-ipc", "raw-uds"),
+            &ipc_w1,
+            &raw_w1,
+            &latency,
+        );
+        return Ok(());
+    }
 
     // W3 and the codec limit, in turns.
     let (mut codec_times, mut ipc_w3) = (CodecTimes::default(), None);
