@@ -107,3 +107,36 @@ fn timer_runtime() -> Option<&'static Handle> {
         })
         .as_ref()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The timer runtime drives the sleep: a caller's runtime built without the time
+    /// driver (where `tokio::time::sleep_until` panics) still sees it fire, and the
+    /// timer thread is the only one started, however many sleeps are made.
+    #[test]
+    fn sleeps_fire_without_the_callers_time_driver_on_one_thread() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime without the time driver");
+        runtime.block_on(async {
+            let first = sleep_until(Instant::now() + Duration::from_millis(5));
+            let second = sleep_until(Instant::now() + Duration::from_millis(1));
+            tokio::join!(first, second);
+        });
+        let first = timer_runtime().expect("timer runtime");
+        let again = timer_runtime().expect("timer runtime");
+        assert!(std::ptr::eq(first, again));
+    }
+
+    #[tokio::test]
+    async fn a_reset_sleep_fires_at_its_new_time() {
+        let sleep = sleep_until(Instant::now() + Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        let soon = Instant::now() + Duration::from_millis(2);
+        sleep.as_mut().reset(soon.into());
+        sleep.await;
+        assert!(Instant::now() >= soon);
+    }
+}
