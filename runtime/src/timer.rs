@@ -11,11 +11,11 @@
 //! registered with a tokio runtime, every worker of that runtime that runs out of work
 //! parks with a timeout instead of without one, and pays for it on every park: with one
 //! pending 100 s sleep on the bench's runtime, the raw ping-pong floor's p50 went from
-//! 3.4–3.5 µs to 3.6–3.8 µs (3 of 3 pairs), and a daemoneye-ipc W1 call parks twice per
-//! side. [`sleep_until`] therefore registers these timers with a small runtime of its
-//! own, on one helper thread per process, so that a timer-free application's runtime
-//! keeps an empty timer wheel (W1 p50 4.6–4.9 µs → 4.4–4.5 µs in the bench, against the
-//! same floor). An application that has timers of its own pays the park cost anyway.
+//! 3.4–3.5 µs to 3.6–3.8 µs (3 of 3 pairs). [`sleep_until`] therefore registers these
+//! timers with a small runtime of its own, on one helper thread per process, so that a
+//! timer-free application's runtime keeps an empty timer wheel (W1's p50 ratio to the
+//! raw floor went from 1.29–1.37 to 1.25–1.28 in alternating bench runs). An
+//! application that has timers of its own pays the park cost anyway.
 
 use std::{
     future::Future,
@@ -47,7 +47,7 @@ pub(crate) async fn unless_done_now<F: Future>(
     tokio::time::timeout(limit, work).await
 }
 
-/// A [`Sleep`] until `at` (wall time as `std::time::Instant`), registered with the
+/// A [`Sleep`] until `at` (a `std::time::Instant`), registered with the
 /// process's timer runtime (see the module's documentation) rather than the caller's.
 /// It is polled, reset and dropped like any other `Sleep`, from any runtime; when it
 /// fires, the timer thread wakes the polling task. If the timer thread could not be
