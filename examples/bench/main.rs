@@ -250,6 +250,9 @@ fn process_list() -> ProcessList {
     ProcessList { processes }
 }
 
+/// The figures a ratio of two request/response runs compares.
+const LATENCY: [&str; 3] = ["calls_per_s", "p50", "p99"];
+
 /// The result of one measurement.
 struct Run {
     calls: u64,
@@ -941,13 +944,12 @@ async fn run() -> Result<(), BoxError> {
     ipc_w1.print("daemoneye-ipc", "W1");
     raw_w1.print("raw-uds", "W1");
     if std::env::var_os("BENCH_W1_ONLY").is_some() {
-        let latency = ["calls_per_s", "p50", "p99"];
         print_ratio(
             "W1",
             ("daemoneye-ipc", "raw-uds"),
             &ipc_w1,
             &raw_w1,
-            &latency,
+            &LATENCY,
         );
         return Ok(());
     }
@@ -1108,14 +1110,13 @@ async fn run() -> Result<(), BoxError> {
 
     // --- ratios -------------------------------------------------------------------
     let ipc = "daemoneye-ipc";
-    let latency = ["calls_per_s", "p50", "p99"];
     let records = ["records_per_s", "mb_per_s"];
-    print_ratio("W1", (ipc, "raw-uds"), &ipc_w1, &raw_w1, &latency);
-    print_ratio("W2", (ipc, "raw-mux"), &ipc_w2, &mux_w2, &latency);
-    print_ratio("W3", (ipc, "raw-uds"), &ipc_w3, &raw_w3, &latency);
-    print_ratio("W3", (ipc, "codec-limit"), &ipc_w3, &codec, &latency);
+    print_ratio("W1", (ipc, "raw-uds"), &ipc_w1, &raw_w1, &LATENCY);
+    print_ratio("W2", (ipc, "raw-mux"), &ipc_w2, &mux_w2, &LATENCY);
+    print_ratio("W3", (ipc, "raw-uds"), &ipc_w3, &raw_w3, &LATENCY);
+    print_ratio("W3", (ipc, "codec-limit"), &ipc_w3, &codec, &LATENCY);
     let (w3, w3s, w4) = ("daemoneye-ipc-W3", "daemoneye-ipc-W3s", "daemoneye-ipc-W4");
-    print_ratio("W3s", (w3s, w3), &ipc_w3s, &ipc_w3, &latency);
+    print_ratio("W3s", (w3s, w3), &ipc_w3s, &ipc_w3, &LATENCY);
     print_ratio("W4", (ipc, "raw-uds"), &ipc_w4, &raw_w4, &records);
     let touch = (ipc, "raw-uds-touch");
     print_ratio("W4", touch, &ipc_w4, &raw_w4_touch, &records);

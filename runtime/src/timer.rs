@@ -59,13 +59,8 @@ pub(crate) async fn unless_done_now<F: Future>(
 /// Only in that fallback, and as `tokio::time::sleep_until` does: when called outside a
 /// tokio runtime, or on one built without the time driver.
 pub(crate) fn sleep_until(at: Instant) -> Sleep {
-    match timer_runtime() {
-        Some(handle) => {
-            let _entered = handle.enter();
-            tokio::time::sleep_until(at.into())
-        }
-        None => tokio::time::sleep_until(at.into()),
-    }
+    let _entered = timer_runtime().map(Handle::enter);
+    tokio::time::sleep_until(at.into())
 }
 
 /// The handle of the process's timer runtime: a current-thread tokio runtime with only
