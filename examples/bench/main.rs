@@ -71,9 +71,9 @@
 //!   bytes per connection with 1000 connections open, each past its handshake and
 //!   idle, and what the server still holds once they are closed.
 //!
-//! `BENCH_HEAP_ONLY=1` prints only the heap figures (a few seconds); `BENCH_W1_ONLY=1`
-//! only W1, its floor and their ratio (seconds: for comparing two builds of the call
-//! path many times over, alternating).
+//! `BENCH_HEAP_ONLY=1` prints only the heap figures (a few seconds); `BENCH_ONLY=W1`
+//! (or `W2`) only that workload, its floor and their ratio (seconds: for comparing two
+//! builds of the call path many times over, alternating).
 
 use std::{
     collections::HashMap,
@@ -346,8 +346,8 @@ impl Run {
     }
 }
 
-/// Rounds in which the two sides of a ratio that is a target (W1 against its floor, W3
-/// against the codec limit) take turns, each for a `ROUNDS`th of the measurement time,
+/// Rounds in which the two sides of a ratio that is a target (W1 and W2 against their
+/// floors, W3 against the codec limit) take turns, each for a `ROUNDS`th of the measurement time,
 /// in the order A B, B A, A B, B A: a drift of the machine's speed during the run (other
 /// guests of the VM, CPU frequency) then weighs on both sides alike. Measured one after
 /// the other, ~15 s apart, the W1 ratio varied by ±6% between runs on a 2-core VM.
@@ -415,19 +415,37 @@ macro_rules! sequential {
     };
 }
 
-/// `tasks` callers each running `call` back to back until `duration` has passed; returns
-/// every call's latency.
+/// `tasks` callers each running `call` back to back: for `warmup` unrecorded, then for
+/// `duration` timing each call.
 async fn concurrent<F, Fut>(
     tasks: usize,
+    warmup: Duration,
     duration: Duration,
+    bytes_per_call: usize,
     call: F,
-) -> Result<(Vec<Duration>, Duration), BoxError>
+) -> Result<Run, BoxError>
 where
     F: Fn() -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<(), BoxError>> + Send,
 {
+    callers(tasks, warmup, call.clone()).await?;
     let start = Instant::now();
-    let end = start + duration;
+    let latencies = callers(tasks, duration, call).await?;
+    Ok(Run::new(latencies, start.elapsed(), bytes_per_call))
+}
+
+/// `tasks` callers each running `call` back to back until `duration` has passed; returns
+/// every call's latency.
+async fn callers<F, Fut>(
+    tasks: usize,
+    duration: Duration,
+    call: F,
+) -> Result<Vec<Duration>, BoxError>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + Send,
+{
+    let end = Instant::now() + duration;
     let handles: Vec<_> = (0..tasks)
         .map(|_| {
             let call = call.clone();
@@ -448,7 +466,7 @@ where
     for handle in handles {
         all.extend(handle.await??);
     }
-    Ok((all, start.elapsed()))
+    Ok(all)
 }
 
 /// What the raw floor's server answers, pre-built.
@@ -892,6 +910,8 @@ async fn run() -> Result<(), BoxError> {
         warmup.as_secs_f64()
     );
 
+    // `BENCH_ONLY=W1` or `W2`: that workload and its floor only.
+    let only = std::env::var("BENCH_ONLY").ok();
     if std::env::var_os("BENCH_HEAP_ONLY").is_some() {
         return heap_figures(&heap_config(dir.path()), &list, &small).await;
     }
@@ -943,12 +963,73 @@ async fn run() -> Result<(), BoxError> {
     let (ipc_w1, raw_w1) = (ipc_w1.ok_or("no W1 round")?, raw_w1.ok_or("no W1 round")?);
     ipc_w1.print("daemoneye-ipc", "W1");
     raw_w1.print("raw-uds", "W1");
-    if std::env::var_os("BENCH_W1_ONLY").is_some() {
+    if only.as_deref() == Some("W1") {
         print_ratio(
             "W1",
             ("daemoneye-ipc", "raw-uds"),
             &ipc_w1,
             &raw_w1,
+            &LATENCY,
+        );
+        return Ok(());
+    }
+
+    // W2 and its floor (a bare multiplexer), in turns.
+    let (mut ipc_w2, mut mux_w2) = (None, None);
+    for round in 0..ROUNDS {
+        let warmup = round_warmup(round, warmup, duration);
+        for side in [round % 2, 1 - round % 2] {
+            if side == 0 {
+                let ipc = IpcPair::start(&config, &list).await?;
+                let call = {
+                    let (client, small) = (ipc.client.clone(), small.clone());
+                    move || {
+                        let (client, small) = (client.clone(), small.clone());
+                        async move {
+                            client.echo(small).await?;
+                            Ok(())
+                        }
+                    }
+                };
+                let bytes = 2 * small_bytes;
+                let run = concurrent(W2_TASKS, warmup, duration / ROUNDS, bytes, call).await?;
+                ipc_w2 = add_round(ipc_w2, run);
+                ipc.stop().await?;
+            } else {
+                let endpoint = endpoint_in(dir.path(), &format!("mux{round}"));
+                let serving = tokio::spawn(mux_server(raw::Listener::bind(&endpoint)?));
+                let mux = Mux::connect(&endpoint).await?;
+                let call = {
+                    let (mux, small_body) = (mux.clone(), small_body.clone());
+                    move || {
+                        let (mux, request) = (mux.clone(), small_body.clone());
+                        async move {
+                            let answer = mux.call(request).await?;
+                            if answer.len() != small_bytes {
+                                return Err("raw mux answer of the wrong size".into());
+                            }
+                            Ok(())
+                        }
+                    }
+                };
+                let bytes = 2 * small_bytes;
+                let run = concurrent(W2_TASKS, warmup, duration / ROUNDS, bytes, call).await?;
+                mux_w2 = add_round(mux_w2, run);
+                // The writer's queue closes, the reader is ended, the server sees the end.
+                drop(mux);
+                serving.await??;
+            }
+        }
+    }
+    let (ipc_w2, mux_w2) = (ipc_w2.ok_or("no W2 round")?, mux_w2.ok_or("no W2 round")?);
+    ipc_w2.print("daemoneye-ipc", "W2");
+    mux_w2.print("raw-mux", "W2");
+    if only.as_deref() == Some("W2") {
+        print_ratio(
+            "W2",
+            ("daemoneye-ipc", "raw-mux"),
+            &ipc_w2,
+            &mux_w2,
             &LATENCY,
         );
         return Ok(());
@@ -984,21 +1065,6 @@ async fn run() -> Result<(), BoxError> {
         stop,
         serving: server,
     } = IpcPair::start(&config, &list).await?;
-
-    let w2_call = {
-        let (client, small) = (client.clone(), small.clone());
-        move || {
-            let (client, small) = (client.clone(), small.clone());
-            async move {
-                client.echo(small).await?;
-                Ok(())
-            }
-        }
-    };
-    concurrent(W2_TASKS, warmup, w2_call.clone()).await?;
-    let (latencies, elapsed) = concurrent(W2_TASKS, duration, w2_call).await?;
-    let ipc_w2 = Run::new(latencies, elapsed, 2 * small_bytes);
-    ipc_w2.print("daemoneye-ipc", "W2");
 
     // W3s: the W3 answer as a stream, collected into one list by the caller.
     let w3s_call = || async {
@@ -1083,30 +1149,6 @@ async fn run() -> Result<(), BoxError> {
     raw_w4x1.print("raw-uds", "W4x1");
     drop(stream);
     raw.await??;
-
-    // --- raw-mux floor (W2) -------------------------------------------------------
-    let endpoint = endpoint_in(dir.path(), "mux");
-    let mux_serving = tokio::spawn(mux_server(raw::Listener::bind(&endpoint)?));
-    let mux = Mux::connect(&endpoint).await?;
-    let mux_call = {
-        let (mux, small_body) = (mux.clone(), small_body.clone());
-        move || {
-            let (mux, request) = (mux.clone(), small_body.clone());
-            async move {
-                let answer = mux.call(request).await?;
-                if answer.len() != small_bytes {
-                    return Err("raw mux answer of the wrong size".into());
-                }
-                Ok(())
-            }
-        }
-    };
-    concurrent(W2_TASKS, warmup, mux_call.clone()).await?;
-    let (latencies, elapsed) = concurrent(W2_TASKS, duration, mux_call).await?;
-    let mux_w2 = Run::new(latencies, elapsed, 2 * small_bytes);
-    mux_w2.print("raw-mux", "W2");
-    drop(mux); // the writer's queue closes, the reader is ended, the server sees the end
-    mux_serving.await??;
 
     // --- ratios -------------------------------------------------------------------
     let ipc = "daemoneye-ipc";
