@@ -384,6 +384,35 @@ async fn a_reused_correlation_id_gets_one_answer_at_most() {
         .await;
 }
 
+/// Answers to requests read in one batch leave in one write, but one written that way
+/// is not held back while the reader waits for a slot behind slow calls: here the two
+/// slow calls take both slots with a fourth request still buffered.
+#[tokio::test]
+async fn a_batched_answer_is_not_held_behind_slow_calls() {
+    let harness = Harness::start(|c| c.max_in_flight = 2);
+    let mut stream = harness.handshaken().await;
+    let slow = Job {
+        micros: 60_000_000,
+        ..Job::default()
+    };
+    let jobs = [
+        (1, Job::default()),
+        (3, slow.clone()),
+        (5, slow),
+        (7, Job::default()),
+    ];
+    let mut batch = Vec::new();
+    for (id, job) in &jobs {
+        batch.extend(frame(&request(*id, job).encode_to_vec()));
+    }
+    stream.write_all(&batch).await.expect("write the batch");
+    let first = tokio::time::timeout(PATIENCE, read_envelope(&mut stream))
+        .await
+        .expect("the quick call's answer arrives while the slow calls run");
+    assert_eq!(first.correlation_id, 1);
+    assert!(matches!(first.body, Some(Body::Response(_))), "{first:?}");
+}
+
 /// Issue 11 (smaller): `GoAway` names the last request the server read, so a client
 /// knows which of its calls were never read.
 #[tokio::test]

@@ -89,6 +89,16 @@ impl FrameCodec {
         Ok(())
     }
 
+    /// Whether `buf` (a read buffer) starts with a whole frame, header and body, by its
+    /// header's length alone (the frame may still fail the decoder's checks): decoding
+    /// the next frame then needs no read from the socket.
+    pub fn holds_frame(buf: &[u8]) -> bool {
+        match (buf.first_chunk::<4>(), buf.len().checked_sub(HEADER_LEN)) {
+            (Some(len), Some(body)) => body >= u32::from_le_bytes(*len) as usize,
+            _ => false,
+        }
+    }
+
     fn check_len(&self, len: usize) -> Result<(), IpcError> {
         if len == 0 {
             return Err(IpcError::InvalidLength { length: 0 });
@@ -287,6 +297,21 @@ mod tests {
             let mut partial = BytesMut::from(&full[..cut]);
             assert!(c.decode(&mut partial).expect("no error").is_none());
         }
+    }
+
+    #[test]
+    fn holds_frame_needs_header_and_whole_body() {
+        let mut two = frame(b"abc");
+        two.extend_from_slice(&frame(b"defg"));
+        assert!(FrameCodec::holds_frame(&two));
+        assert!(FrameCodec::holds_frame(&two[..HEADER_LEN + 3]));
+        assert!(!FrameCodec::holds_frame(&two[..HEADER_LEN + 2]));
+        assert!(!FrameCodec::holds_frame(&two[..HEADER_LEN - 1]));
+        assert!(!FrameCodec::holds_frame(&[]));
+        // The rest after the first frame: the second, then a part of it.
+        let rest = &two[HEADER_LEN + 3..];
+        assert!(FrameCodec::holds_frame(rest));
+        assert!(!FrameCodec::holds_frame(&rest[..rest.len() - 1]));
     }
 
     #[test]

@@ -102,6 +102,29 @@ struct Link {
     metrics: Arc<ServerMetrics>,
 }
 
+impl Link {
+    /// Writes out what answers written on the reader's task left in the frame buffer
+    /// (see [`CallEnd::write_now`]), as far as the socket takes it without waiting; the
+    /// writer task writes the rest, woken by [`Outgoing::Flush`] (if its queue is full
+    /// it has frames to write and writes the buffer first; if the writer task holds the
+    /// buffer, it flushes before it lets go).
+    fn flush_now(&self) {
+        if let Ok(mut writer) = self.writer.try_lock() {
+            let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+            match SinkExt::<Outgoing>::poll_flush_unpin(&mut *writer, &mut context) {
+                Poll::Ready(Ok(())) => return,
+                Poll::Ready(Err(error)) => {
+                    tracing::debug!(%error, "server write failed; closing the connection");
+                    self.broken.cancel();
+                    return;
+                }
+                Poll::Pending => {}
+            }
+        }
+        let _ = self.outbound.try_send(Outgoing::Flush);
+    }
+}
+
 /// What a connection's first frame turned out to be.
 enum Opening<S> {
     /// A daemoneye-ipc client of this service: the handshake was answered and accepted.
@@ -249,6 +272,9 @@ async fn serve_envelopes<S: Service>(
     // `Some(error)`: the peer broke the protocol or the connection failed; `None` with
     // `draining`: the server is shutting down; `None` otherwise: the peer closed.
     let mut draining = false;
+    // An answer written on this task is in the frame buffer, not yet flushed: more
+    // frames were already read, so their answers go out in the same write (W2).
+    let mut unflushed = false;
     // Created once: a timer entry and a token waiter per frame cost more than a frame's
     // own work (W1 in the bench).
     let closing = ended.cancelled();
@@ -260,10 +286,15 @@ async fn serve_envelopes<S: Service>(
             Some(slot) => Some(slot),
             // Not biased (nor below): a peer whose frames are always ready must not
             // keep the reader from seeing a shutdown.
-            None => tokio::select! {
-                slot = slots.take() => Some(slot),
-                () = &mut closing => None,
-            },
+            None => {
+                if std::mem::take(&mut unflushed) {
+                    link.flush_now(); // before waiting for a call to end
+                }
+                tokio::select! {
+                    slot = slots.take() => Some(slot),
+                    () = &mut closing => None,
+                }
+            }
         };
         let frame = match slot {
             Some(slot) => tokio::select! {
@@ -349,7 +380,7 @@ async fn serve_envelopes<S: Service>(
                         };
                         let call =
                             Box::pin(peer::with_caller(identity.clone(), call).instrument(span));
-                        run_or_spawn(call, ending, table_credit);
+                        run_or_spawn(call, ending, table_credit, false);
                     }
                     None => {
                         let link = link.clone();
@@ -360,7 +391,8 @@ async fn serve_envelopes<S: Service>(
                         };
                         let call =
                             Box::pin(peer::with_caller(identity.clone(), call).instrument(span));
-                        run_or_spawn(call, ending, None);
+                        let more = FrameCodec::holds_frame(reader.read_buffer());
+                        unflushed |= run_or_spawn(call, ending, None, more);
                     }
                 }
             }
@@ -382,7 +414,15 @@ async fn serve_envelopes<S: Service>(
                 })
             }
         }
+        if unflushed && !FrameCodec::holds_frame(reader.read_buffer()) {
+            // The next frame needs a read from the socket: answer what was read first.
+            unflushed = false;
+            link.flush_now();
+        }
     };
+    if unflushed {
+        link.flush_now();
+    }
     if let Some(error) = &error {
         tracing::debug!(%error, "closing connection");
         if !matches!(error, IpcError::PeerClosed) {
@@ -602,15 +642,19 @@ async fn next_frame(
 /// spawned; the runtime polls it again with a real waker, so the no-op waker of the
 /// first poll is never relied on. No frame is read meanwhile, so nothing about this
 /// call can arrive before it is in the table.
+///
+/// `more`: the reader holds further frames, so an answer written here may wait in the
+/// frame buffer for theirs. Returns whether it does: the caller must then
+/// [`Link::flush_now`] before it waits for the socket.
 fn run_or_spawn(
     mut call: Pin<Box<impl Future<Output = Outgoing> + Send + 'static>>,
     mut ending: CallEnd,
     credit: Option<Arc<Semaphore>>,
-) {
+    more: bool,
+) -> bool {
     let mut context = std::task::Context::from_waker(std::task::Waker::noop());
     if let Poll::Ready(answer) = call.as_mut().poll(&mut context) {
-        ending.answered_now(answer);
-        return;
+        return ending.answered_now(answer, more);
     }
     let (abort, registration) = AbortHandle::new_pair();
     lock(&ending.link.calls).insert(ending.id, CallEntry { abort, credit });
@@ -621,6 +665,7 @@ fn run_or_spawn(
             Err(_aborted) => ending.cancelled(),
         }
     });
+    false
 }
 
 /// What is left to do when a call ends: record its outcome, queue its answer, leave
@@ -658,12 +703,17 @@ impl CallEnd {
         self.close();
     }
 
-    /// The call answered in its first poll, on the reader's task: queue the answer
-    /// without waiting; only when the writer's queue is full does a task wait for room.
-    fn answered_now(mut self, answer: Outgoing) {
+    /// The call answered in its first poll, on the reader's task: write it here, or
+    /// queue it without waiting; only when the writer's queue is full does a task wait
+    /// for room. `more` and the result: see [`CallEnd::write_now`].
+    fn answered_now(mut self, answer: Outgoing, more: bool) -> bool {
         self.record(&answer);
-        let Some(answer) = self.write_now(answer) else {
-            return self.close();
+        let answer = match self.write_now(answer, more) {
+            Ok(unflushed) => {
+                self.close();
+                return unflushed;
+            }
+            Err(answer) => answer,
         };
         match self.link.outbound.try_send(answer) {
             Err(mpsc::error::TrySendError::Full(answer)) => {
@@ -674,6 +724,7 @@ impl CallEnd {
             }
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => self.close(),
         }
+        false
     }
 
     /// Writes a unary answer of at most [`BUFFER_KEEP_MAX`] bytes here, on the reader's
@@ -683,13 +734,20 @@ impl CallEnd {
     /// did not take, the writer task writes, woken by [`Outgoing::Flush`]. Gives the
     /// answer back (to be queued) otherwise. Streams' frames always go through the
     /// queue, which keeps each stream's items before its end.
-    fn write_now(&self, answer: Outgoing) -> Option<Outgoing> {
+    ///
+    /// With `more` (the reader holds further frames), the frame is only added to the
+    /// buffer, so that the answers to one read of requests leave in one write (as a
+    /// server that writes whenever its read buffer runs dry does); returns `Ok(true)`
+    /// then, and the reader calls [`Link::flush_now`] before it next waits for the
+    /// socket. The buffer is still bounded: past the codec's backpressure boundary,
+    /// `poll_ready` writes it out first.
+    fn write_now(&self, answer: Outgoing, more: bool) -> Result<bool, Outgoing> {
         let small = matches!(&answer, Outgoing::Answer(a) if a.encoded_len() <= BUFFER_KEEP_MAX);
         if !small || self.link.outbound.capacity() != self.link.outbound.max_capacity() {
-            return Some(answer);
+            return Err(answer);
         }
         let Ok(mut writer) = self.link.writer.try_lock() else {
-            return Some(answer); // the writer task is writing
+            return Err(answer); // the writer task is writing
         };
         let mut context = std::task::Context::from_waker(std::task::Waker::noop());
         let mut sink = Pin::new(&mut *writer);
@@ -697,10 +755,14 @@ impl CallEnd {
             SinkExt::<Outgoing>::poll_ready_unpin(&mut sink, &mut context),
             Poll::Ready(Ok(()))
         ) {
-            return Some(answer); // a backlog, or a failure the writer task will meet
+            return Err(answer); // a backlog, or a failure the writer task will meet
         }
-        let written = futures_util::Sink::start_send(sink.as_mut(), answer)
-            .map(|()| SinkExt::<Outgoing>::poll_flush_unpin(&mut sink, &mut context));
+        let written = futures_util::Sink::start_send(sink.as_mut(), answer).map(|()| {
+            if more {
+                return Poll::Ready(Ok(()));
+            }
+            SinkExt::<Outgoing>::poll_flush_unpin(&mut sink, &mut context)
+        });
         drop(writer);
         match written {
             Ok(Poll::Ready(Ok(()))) => {}
@@ -713,9 +775,10 @@ impl CallEnd {
             Ok(Poll::Ready(Err(error))) | Err(error) => {
                 tracing::debug!(%error, "server write failed; closing the connection");
                 self.link.broken.cancel();
+                return Ok(false);
             }
         }
-        None
+        Ok(more)
     }
 
     /// The call was stopped by a cancel or the connection's end: nothing is answered.
