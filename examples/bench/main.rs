@@ -72,7 +72,7 @@
 //!   idle, and what the server still holds once they are closed.
 //!
 //! `BENCH_HEAP_ONLY=1` prints only the heap figures (a few seconds); `BENCH_ONLY=W1`
-//! (or `W2`) only that workload, its floor and their ratio (seconds: for comparing two
+//! (or `W2`, `W3`) only that workload, its floor and their ratio (seconds: for comparing two
 //! builds of the call path many times over, alternating).
 
 use std::{
@@ -910,8 +910,12 @@ async fn run() -> Result<(), BoxError> {
         warmup.as_secs_f64()
     );
 
-    // `BENCH_ONLY=W1` or `W2`: that workload and its floor only.
+    // `BENCH_ONLY=W1`, `W2` or `W3`: that workload and its floor only, then their ratio.
     let only = std::env::var("BENCH_ONLY").ok();
+    let rounds = |workload: &str| match only.as_deref() {
+        Some(selected) if selected != workload => 0,
+        _ => ROUNDS,
+    };
     if std::env::var_os("BENCH_HEAP_ONLY").is_some() {
         return heap_figures(&heap_config(dir.path()), &list, &small).await;
     }
@@ -942,7 +946,7 @@ async fn run() -> Result<(), BoxError> {
 
     // W1 and its floor, in turns.
     let (mut ipc_w1, mut raw_w1) = (None, None);
-    for round in 0..ROUNDS {
+    for round in 0..rounds("W1") {
         let warmup = round_warmup(round, warmup, duration);
         for side in [round % 2, 1 - round % 2] {
             if side == 0 {
@@ -960,23 +964,14 @@ async fn run() -> Result<(), BoxError> {
             }
         }
     }
-    let (ipc_w1, raw_w1) = (ipc_w1.ok_or("no W1 round")?, raw_w1.ok_or("no W1 round")?);
-    ipc_w1.print("daemoneye-ipc", "W1");
-    raw_w1.print("raw-uds", "W1");
-    if only.as_deref() == Some("W1") {
-        print_ratio(
-            "W1",
-            ("daemoneye-ipc", "raw-uds"),
-            &ipc_w1,
-            &raw_w1,
-            &LATENCY,
-        );
-        return Ok(());
+    if let (Some(ipc), Some(raw)) = (&ipc_w1, &raw_w1) {
+        ipc.print("daemoneye-ipc", "W1");
+        raw.print("raw-uds", "W1");
     }
 
     // W2 and its floor (a bare multiplexer), in turns.
     let (mut ipc_w2, mut mux_w2) = (None, None);
-    for round in 0..ROUNDS {
+    for round in 0..rounds("W2") {
         let warmup = round_warmup(round, warmup, duration);
         for side in [round % 2, 1 - round % 2] {
             if side == 0 {
@@ -1021,23 +1016,15 @@ async fn run() -> Result<(), BoxError> {
             }
         }
     }
-    let (ipc_w2, mux_w2) = (ipc_w2.ok_or("no W2 round")?, mux_w2.ok_or("no W2 round")?);
-    ipc_w2.print("daemoneye-ipc", "W2");
-    mux_w2.print("raw-mux", "W2");
-    if only.as_deref() == Some("W2") {
-        print_ratio(
-            "W2",
-            ("daemoneye-ipc", "raw-mux"),
-            &ipc_w2,
-            &mux_w2,
-            &LATENCY,
-        );
-        return Ok(());
+    if let (Some(ipc), Some(mux)) = (&ipc_w2, &mux_w2) {
+        ipc.print("daemoneye-ipc", "W2");
+        mux.print("raw-mux", "W2");
     }
 
     // W3 and the codec limit, in turns.
+    let mut codec_limit = None;
     let (mut codec_times, mut ipc_w3) = (CodecTimes::default(), None);
-    for round in 0..ROUNDS {
+    for round in 0..rounds("W3") {
         let warmup = round_warmup(round, warmup, duration);
         for side in [round % 2, 1 - round % 2] {
             if side == 0 {
@@ -1054,10 +1041,31 @@ async fn run() -> Result<(), BoxError> {
             }
         }
     }
-    let codec = codec_times.run(&list, small_bytes + list_bytes)?;
-    codec.print("codec-limit", "W3");
-    let ipc_w3 = ipc_w3.ok_or("no W3 round")?.records(W3_RECORDS);
-    ipc_w3.print("daemoneye-ipc", "W3");
+    let ipc_w3 = ipc_w3.map(|run| run.records(W3_RECORDS));
+    if let Some(ipc) = &ipc_w3 {
+        let codec = codec_times.run(&list, small_bytes + list_bytes)?;
+        codec.print("codec-limit", "W3");
+        ipc.print("daemoneye-ipc", "W3");
+        codec_limit = Some(codec);
+    }
+
+    if only.is_some() {
+        let pairs = [
+            ("W1", "raw-uds", &ipc_w1, &raw_w1),
+            ("W2", "raw-mux", &ipc_w2, &mux_w2),
+            ("W3", "codec-limit", &ipc_w3, &codec_limit),
+        ];
+        for (workload, floor, ipc, other) in pairs {
+            if let (Some(ipc), Some(other)) = (ipc, other) {
+                print_ratio(workload, ("daemoneye-ipc", floor), ipc, other, &LATENCY);
+            }
+        }
+        return Ok(());
+    }
+    let missing = "a workload ran no round";
+    let (ipc_w1, raw_w1) = (ipc_w1.ok_or(missing)?, raw_w1.ok_or(missing)?);
+    let (ipc_w2, mux_w2) = (ipc_w2.ok_or(missing)?, mux_w2.ok_or(missing)?);
+    let (ipc_w3, codec) = (ipc_w3.ok_or(missing)?, codec_limit.ok_or(missing)?);
 
     // The other workloads, on one server and one client.
     let IpcPair {
