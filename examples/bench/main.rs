@@ -265,19 +265,24 @@ struct Run {
     records: usize,
     /// For a stream: items per call.
     items: Option<usize>,
+    /// Each merged round's p50, in µs, in the order the rounds ran.
+    round_p50_us: Vec<f64>,
 }
 
 impl Run {
     fn new(mut latencies: Vec<Duration>, elapsed: Duration, bytes_per_call: usize) -> Self {
         latencies.sort_unstable();
-        Self {
+        let mut run = Self {
             calls: latencies.len() as u64,
             elapsed,
             latencies,
             bytes_per_call,
             records: 1,
             items: None,
-        }
+            round_p50_us: Vec::new(),
+        };
+        run.round_p50_us.push(run.percentile_us(50.0));
+        run
     }
 
     /// This run's calls and `other`'s as one run: their latencies together, their
@@ -287,6 +292,7 @@ impl Run {
         self.latencies.sort_unstable();
         self.calls += other.calls;
         self.elapsed += other.elapsed;
+        self.round_p50_us.extend(other.round_p50_us);
         self
     }
 
@@ -341,6 +347,14 @@ impl Run {
                 self.calls_per_s() * items as f64,
                 self.records / items.max(1)
             );
+        }
+        if self.round_p50_us.len() > 1 {
+            let rounds: Vec<String> = self
+                .round_p50_us
+                .iter()
+                .map(|us| format!("{us:.2}"))
+                .collect();
+            line += &format!(" round_p50_us={}", rounds.join(","));
         }
         println!("{line}");
     }
