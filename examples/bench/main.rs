@@ -72,8 +72,10 @@
 //!   idle, and what the server still holds once they are closed.
 //!
 //! `BENCH_HEAP_ONLY=1` prints only the heap figures (a few seconds); `BENCH_ONLY=W1`
-//! (or `W2`, `W3`) only that workload, its floor and their ratio (seconds: for comparing two
-//! builds of the call path many times over, alternating).
+//! (or `W2`, `W3`) only that workload, its floor and their ratio (seconds: for comparing
+//! two builds of the call path many times over, alternating). `BENCH_WORKERS=1` runs
+//! everything on a 1-worker runtime instead of 2, for diagnosis only: both ends of a
+//! call then share one thread, as the codec limit's steps do.
 
 use std::{
     collections::HashMap,
@@ -920,8 +922,9 @@ async fn run() -> Result<(), BoxError> {
         w4x1_bytes as f64 / 1e6,
     );
     println!(
-        "# {secs} s per measurement after {:.2} s warm-up; tokio multi-thread runtime, 2 workers",
-        warmup.as_secs_f64()
+        "# {secs} s per measurement after {:.2} s warm-up; tokio multi-thread runtime, {} workers",
+        warmup.as_secs_f64(),
+        workers()
     );
 
     // `BENCH_ONLY=W1`, `W2` or `W3`: that workload and its floor only, then their ratio.
@@ -1314,13 +1317,23 @@ async fn wait_for_connections(metrics: &daemoneye_ipc::ServerMetrics, open: u64)
     }
 }
 
+/// The runtime's worker threads: 2, or `BENCH_WORKERS` (a diagnosis: with 1, both
+/// ends of a call run on one thread, as the codec limit does).
+fn workers() -> usize {
+    std::env::var("BENCH_WORKERS")
+        .ok()
+        .and_then(|workers| workers.parse().ok())
+        .filter(|workers| *workers > 0)
+        .unwrap_or(2)
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers())
         .enable_all()
         .build();
     let result = match runtime {
-        // Spawned, so that the callers too run on the 2 workers, not on the main thread.
+        // Spawned, so that the callers too run on the workers, not on the main thread.
         Ok(runtime) => runtime
             .block_on(runtime.spawn(run()))
             .unwrap_or_else(|join| Err(format!("bench task failed: {join}").into())),
