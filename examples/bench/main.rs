@@ -987,7 +987,7 @@ async fn run() -> Result<(), BoxError> {
     }
 
     // W2 and its floor (a bare multiplexer), in turns.
-    let (mut ipc_w2, mut mux_w2) = (None, None);
+    let (mut ipc_w2, mut mux_w2, w2_bytes) = (None, None, 2 * small_bytes);
     for round in 0..rounds("W2") {
         let warmup = round_warmup(round, warmup, duration);
         for side in [round % 2, 1 - round % 2] {
@@ -1003,8 +1003,7 @@ async fn run() -> Result<(), BoxError> {
                         }
                     }
                 };
-                let bytes = 2 * small_bytes;
-                let run = concurrent(W2_TASKS, warmup, duration / ROUNDS, bytes, call).await?;
+                let run = concurrent(W2_TASKS, warmup, duration / ROUNDS, w2_bytes, call).await?;
                 ipc_w2 = add_round(ipc_w2, run);
                 ipc.stop().await?;
             } else {
@@ -1024,8 +1023,7 @@ async fn run() -> Result<(), BoxError> {
                         }
                     }
                 };
-                let bytes = 2 * small_bytes;
-                let run = concurrent(W2_TASKS, warmup, duration / ROUNDS, bytes, call).await?;
+                let run = concurrent(W2_TASKS, warmup, duration / ROUNDS, w2_bytes, call).await?;
                 mux_w2 = add_round(mux_w2, run);
                 // The writer's queue closes, the reader is ended, the server sees the end.
                 drop(mux);

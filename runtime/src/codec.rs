@@ -93,10 +93,7 @@ impl FrameCodec {
     /// header's length alone (the frame may still fail the decoder's checks): decoding
     /// the next frame then needs no read from the socket.
     pub fn holds_frame(buf: &[u8]) -> bool {
-        match (buf.first_chunk::<4>(), buf.len().checked_sub(HEADER_LEN)) {
-            (Some(len), Some(body)) => body >= u32::from_le_bytes(*len) as usize,
-            _ => false,
-        }
+        announced_len(buf).is_some_and(|len| buf.len() - HEADER_LEN >= len)
     }
 
     fn check_len(&self, len: usize) -> Result<(), IpcError> {
@@ -113,19 +110,24 @@ impl FrameCodec {
     }
 }
 
+/// The payload length the frame header at the start of `buf` announces, in bytes;
+/// `None` until `buf` holds the whole header.
+fn announced_len(buf: &[u8]) -> Option<usize> {
+    let len = buf.first_chunk::<4>().filter(|_| buf.len() >= HEADER_LEN)?;
+    Some(u32::from_le_bytes(*len) as usize)
+}
+
 impl Decoder for FrameCodec {
     type Item = Bytes;
     type Error = IpcError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, IpcError> {
-        if src.len() < HEADER_LEN {
+        let Some(len) = announced_len(src) else {
             return Ok(None);
-        }
-        let len = u32::from_le_bytes([src[0], src[1], src[2], src[3]]);
+        };
         if len == 0 {
             return Err(IpcError::InvalidLength { length: 0 });
         }
-        let len = len as usize;
         if len > self.max_frame_bytes {
             return Err(IpcError::TooLarge {
                 size: len,
