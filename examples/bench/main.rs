@@ -929,6 +929,9 @@ async fn run() -> Result<(), BoxError> {
 
     // `BENCH_ONLY=W1`, `W2` or `W3`: that workload and its floor only, then their ratio.
     let only = std::env::var("BENCH_ONLY").ok();
+    if let Some(other) = only.as_deref().filter(|w| !["W1", "W2", "W3"].contains(w)) {
+        return Err(format!("BENCH_ONLY={other}: expected W1, W2 or W3").into());
+    }
     let rounds = |workload: &str| match only.as_deref() {
         Some(selected) if selected != workload => 0,
         _ => ROUNDS,
