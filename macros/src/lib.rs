@@ -219,7 +219,7 @@
 //! A thin entry point (this file); the trait read into a model (`ast.rs`, leniently, so
 //! that one mistake never hides another); the rules (`valid.rs`), collected in one
 //! context (`ctxt.rs`); code generated from the checked model, or the fallback above
-//! (`expand.rs`). Compile-fail cases in `runtime/tests/ui/`.
+//! (`expand.rs`). Compile-fail cases in `tests/ui/`.
 
 mod ast;
 mod ctxt;
