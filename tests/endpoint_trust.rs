@@ -20,6 +20,8 @@ use std::{
 
 use daemoneye_ipc::{ipc_service, IpcConfig, IpcError, PeerPolicy, Server, Status};
 
+use crate::support;
+
 /// A request echoed back.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Text {
@@ -236,7 +238,7 @@ impl Impostor {
         let spawned = Command::new(exe)
             .args([
                 "--exact",
-                "impostor_helper_serve",
+                &support::test_name(module_path!(), "impostor_helper_serve"),
                 "--ignored",
                 "--nocapture",
                 "--test-threads=1",

@@ -3,8 +3,6 @@
 //! that never reads, a reused correlation id, a request crossing `GoAway`, a slow hello
 //! over the connection limit, and unbounded logging of refused peers.
 
-mod support;
-
 use std::{
     io::Write,
     sync::{
@@ -19,12 +17,13 @@ use daemoneye_ipc::{
     ipc_service, Code, IpcConfig, IpcError, PeerPolicy, Server, ServerMetrics, Status,
 };
 use prost::Message;
-use support::{frame, read_envelope, write_envelope, RawStream};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     sync::oneshot,
     task::JoinHandle,
 };
+
+use crate::support::{self, frame, read_envelope, write_envelope, RawStream};
 
 /// What a call asks the handler to do.
 #[derive(Clone, PartialEq, prost::Message)]

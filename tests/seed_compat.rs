@@ -2,12 +2,12 @@
 //! no handshake) and must get bare `DetectionResult` frames back, its `task_id` echoed
 //! (DESIGN.md, Wire protocol: Compatibility).
 
-mod support;
-
 use daemoneye_collector::{ProcessCollectorServer, SystemCollector};
 use daemoneye_ipc::{IpcConfig, Server};
 use daemoneye_proto::{DetectionResult, DetectionTask, HashCheck, ProcessFilter, TaskType};
 use prost::Message;
+
+use crate::support;
 
 /// The seed's writer: `[u32 LE len][u32 LE crc32c][protobuf]`.
 async fn send(stream: &mut support::RawStream, task: &DetectionTask) {

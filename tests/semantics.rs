@@ -3,8 +3,6 @@
 //! over real sockets what is about sockets: busy, handshake refusal, graceful shutdown,
 //! reconnection, peer credentials, and seed-era bare frames.
 
-mod support;
-
 use std::{
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -15,8 +13,9 @@ use std::{
 
 use daemoneye_ipc::{ipc_service, Code, IpcConfig, IpcError, Server, Status};
 use prost::Message;
-use support::{read_frame, write_frame};
 use tokio::io::AsyncReadExt;
+
+use crate::support::{self, read_frame, write_frame};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Job {

@@ -17,6 +17,8 @@ use daemoneye_ipc::{
 use futures_util::StreamExt;
 use tokio::{sync::oneshot, task::JoinHandle};
 
+use crate::support;
+
 /// What to stream.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Produce {
@@ -401,7 +403,7 @@ fn a_server_killed_mid_stream_ends_the_stream_with_an_error() {
     let mut child = std::process::Command::new(exe)
         .args([
             "--exact",
-            "helper_serve_streams",
+            &support::test_name(module_path!(), "helper_serve_streams"),
             "--ignored",
             "--nocapture",
         ])

@@ -73,3 +73,15 @@ pub async fn read_frame(stream: &mut (impl AsyncRead + AsyncWrite + Unpin)) -> V
     assert_eq!(crc32c::crc32c(&payload), crc, "frame CRC");
     payload
 }
+
+/// The name libtest gives test `name` of the module whose `module_path!()` is `module`
+/// (the path without the crate's name), e.g. `streaming::helper_serve_streams` in the
+/// `suite` binary: what a test passes with `--exact` to run a helper test of its own
+/// binary in a child process. Derived from `module_path!()`, so that moving the file to
+/// another binary or module cannot leave the child running no test.
+pub fn test_name(module: &str, name: &str) -> String {
+    match module.split_once("::") {
+        Some((_crate, path)) => format!("{path}::{name}"),
+        None => name.to_owned(),
+    }
+}
